@@ -1,0 +1,12 @@
+/* The registry of handler modules compiled into wsechod. */
+#ifndef WSECHOD_MODULES_H
+#define WSECHOD_MODULES_H
+
+#include "module.h"
+
+/* NULL if no module has that name. */
+const struct module *modules_find(const char *name);
+/* Comma-separated list of module names, for error messages. */
+const char *modules_names(void);
+
+#endif

@@ -1,0 +1,452 @@
+#include "config.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+#include <yaml.h>
+
+#include "modules.h"
+
+struct parse {
+    const char *file;
+    yaml_document_t doc;
+    char *err;
+};
+
+struct key;
+typedef int (*key_fn)(struct parse *p, yaml_node_t *v, struct config *cf,
+                      const struct key *k);
+
+struct key {
+    const char *name;
+    key_fn fn;
+    size_t off;
+    uint64_t min, max;
+};
+
+#define FIELD(cf, k, type) ((type *)(void *)((char *)(cf) + (k)->off))
+
+static int fail(struct parse *p, const yaml_node_t *n, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static int fail(struct parse *p, const yaml_node_t *n, const char *fmt, ...)
+{
+    int k = snprintf(p->err, CONFIG_ERR_MAX, "%s:%zu:%zu: ", p->file,
+                     n->start_mark.line + 1, n->start_mark.column + 1);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(p->err + k, CONFIG_ERR_MAX - (size_t)k, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+static const char *scalar(struct parse *p, yaml_node_t *n, const char *key)
+{
+    if (n->type != YAML_SCALAR_NODE) {
+        fail(p, n, "%s: expected a single value, not a %s", key,
+             n->type == YAML_MAPPING_NODE ? "mapping" : "list");
+        return NULL;
+    }
+    return (const char *)n->data.scalar.value;
+}
+
+/* Digits, then an optional unit suffix left in *unit. */
+static int parse_number(const char *s, uint64_t *out, const char **unit)
+{
+    if (*s < '0' || *s > '9')
+        return -1;
+    uint64_t v = 0;
+    for (; *s >= '0' && *s <= '9'; s++) {
+        if (v > (UINT64_MAX - 9) / 10)
+            return -1;
+        v = v * 10 + (uint64_t)(*s - '0');
+    }
+    *out = v;
+    *unit = s;
+    return 0;
+}
+
+static int check_range(struct parse *p, yaml_node_t *n, const struct key *k,
+                       uint64_t v, const char *text)
+{
+    if (v < k->min || v > k->max)
+        return fail(p, n, "%s: %s is out of range (%llu..%llu)", k->name, text,
+                    (unsigned long long)k->min, (unsigned long long)k->max);
+    return 0;
+}
+
+static int get_uint(struct parse *p, yaml_node_t *n, const struct key *k, uint64_t *v)
+{
+    const char *s = scalar(p, n, k->name), *unit;
+    if (s == NULL)
+        return -1;
+    if (parse_number(s, v, &unit) < 0 || *unit != '\0')
+        return fail(p, n, "%s: expected an integer, got '%s'", k->name, s);
+    return check_range(p, n, k, *v, s);
+}
+
+static int parse_uint(struct parse *p, yaml_node_t *n, struct config *cf, const struct key *k)
+{
+    uint64_t v = 0;
+    if (get_uint(p, n, k, &v) < 0)
+        return -1;
+    *FIELD(cf, k, unsigned) = (unsigned)v;
+    return 0;
+}
+
+static unsigned online_cpus(unsigned max)
+{
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    return cpus < 1 ? 1 : cpus > (long)max ? max : (unsigned)cpus;
+}
+
+static int parse_workers(struct parse *p, yaml_node_t *n, struct config *cf, const struct key *k)
+{
+    if (n->type == YAML_SCALAR_NODE && strcmp((char *)n->data.scalar.value, "auto") == 0) {
+        cf->worker_processes = online_cpus((unsigned)k->max);
+        return 0;
+    }
+    const char *s = scalar(p, n, k->name), *unit;
+    uint64_t v;
+    if (s == NULL)
+        return -1;
+    if (parse_number(s, &v, &unit) < 0 || *unit != '\0')
+        return fail(p, n, "%s: expected an integer or 'auto', got '%s'", k->name, s);
+    if (check_range(p, n, k, v, s) < 0)
+        return -1;
+    cf->worker_processes = (unsigned)v;
+    return 0;
+}
+
+static int parse_duration(struct parse *p, yaml_node_t *n, struct config *cf, const struct key *k)
+{
+    static const struct { const char *unit; uint64_t ms; } units[] = {
+        { "", 1000 }, { "ms", 1 }, { "s", 1000 }, { "m", 60000 }, { "h", 3600000 },
+    };
+    const char *s = scalar(p, n, k->name), *unit;
+    uint64_t v;
+    if (s == NULL)
+        return -1;
+    if (parse_number(s, &v, &unit) == 0) {
+        for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
+            if (strcmp(unit, units[i].unit) == 0 && v <= UINT64_MAX / units[i].ms) {
+                v *= units[i].ms;
+                if (check_range(p, n, k, v, s) < 0)
+                    return -1;
+                *FIELD(cf, k, uint64_t) = v;
+                return 0;
+            }
+        }
+    }
+    return fail(p, n, "%s: expected a duration such as 10, 500ms, 30s, 5m or 1h, got '%s'",
+                k->name, s);
+}
+
+static int parse_size(struct parse *p, yaml_node_t *n, struct config *cf, const struct key *k)
+{
+    const char *s = scalar(p, n, k->name), *unit;
+    uint64_t v;
+    if (s == NULL)
+        return -1;
+    if (parse_number(s, &v, &unit) == 0 && strlen(unit) <= 1) {
+        const char *at = unit[0] ? strchr("kmg", unit[0] | 0x20) : NULL;
+        unsigned shift = at ? 10u * (unsigned)(at - "kmg" + 1) : 0;
+        if ((unit[0] == '\0' || at) && v <= (UINT64_MAX >> shift)) {
+            v <<= shift;
+            if (check_range(p, n, k, v, s) < 0)
+                return -1;
+            *FIELD(cf, k, size_t) = (size_t)v;
+            return 0;
+        }
+    }
+    return fail(p, n, "%s: expected a size such as 4096, 64k or 16m, got '%s'", k->name, s);
+}
+
+static int parse_string(struct parse *p, yaml_node_t *n, struct config *cf, const struct key *k)
+{
+    const char *s = scalar(p, n, k->name);
+    if (s == NULL)
+        return -1;
+    if (*s == '\0')
+        return fail(p, n, "%s: must not be empty", k->name);
+    char *copy = strdup(s);
+    if (copy == NULL)
+        return fail(p, n, "%s: out of memory", k->name);
+    char **field = FIELD(cf, k, char *);
+    free(*field);
+    *field = copy;
+    return 0;
+}
+
+static int parse_log_level(struct parse *p, yaml_node_t *n, struct config *cf, const struct key *k)
+{
+    const char *s = scalar(p, n, k->name);
+    if (s == NULL)
+        return -1;
+    if (log_level_parse(s, &cf->log_level) < 0)
+        return fail(p, n, "%s: expected debug, info, notice, warn or error, got '%s'",
+                    k->name, s);
+    return 0;
+}
+
+/* "1.2.3.4:80", "*:80" or "[::1]:80" into a socket address. */
+static int address_parse(const char *s, struct config_listen *l)
+{
+    char host[INET6_ADDRSTRLEN + 2];
+    const char *colon = strrchr(s, ':');
+    const char *unit;
+    uint64_t port;
+    if (colon == NULL || (size_t)(colon - s) >= sizeof(host))
+        return -1;
+    if (parse_number(colon + 1, &port, &unit) < 0 || *unit || port < 1 || port > 65535)
+        return -1;
+    memcpy(host, s, (size_t)(colon - s));
+    host[colon - s] = '\0';
+    memset(l, 0, sizeof(*l));
+    if (host[0] == '[') {
+        size_t len = strlen(host);
+        struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&l->addr;
+        if (len < 3 || host[len - 1] != ']')
+            return -1;
+        host[len - 1] = '\0';
+        if (inet_pton(AF_INET6, host + 1, &a6->sin6_addr) != 1)
+            return -1;
+        a6->sin6_family = AF_INET6;
+        a6->sin6_port = htons((uint16_t)port);
+        l->addrlen = sizeof(*a6);
+        snprintf(l->text, sizeof(l->text), "[%s]:%u", host + 1, (unsigned)port);
+        return 0;
+    }
+    struct sockaddr_in *a4 = (struct sockaddr_in *)&l->addr;
+    if (strcmp(host, "*") == 0)
+        a4->sin_addr.s_addr = htonl(INADDR_ANY);
+    else if (inet_pton(AF_INET, host, &a4->sin_addr) != 1)
+        return -1;
+    a4->sin_family = AF_INET;
+    a4->sin_port = htons((uint16_t)port);
+    l->addrlen = sizeof(*a4);
+    snprintf(l->text, sizeof(l->text), "%s:%u", host, (unsigned)port);
+    return 0;
+}
+
+static int add_listen(struct parse *p, yaml_node_t *n, struct config *cf)
+{
+    const char *s = scalar(p, n, "listen");
+    struct config_listen l;
+    if (s == NULL)
+        return -1;
+    if (address_parse(s, &l) < 0)
+        return fail(p, n, "listen: invalid address '%s' (expected IPv4:port, *:port "
+                    "or [IPv6]:port with a port in 1..65535)", s);
+    for (size_t i = 0; i < cf->nlisten; i++)
+        if (strcmp(cf->listen[i].text, l.text) == 0)
+            return fail(p, n, "listen: duplicate address '%s'", s);
+    struct config_listen *grown = realloc(cf->listen, (cf->nlisten + 1) * sizeof(*grown));
+    if (grown == NULL)
+        return fail(p, n, "listen: out of memory");
+    cf->listen = grown;
+    cf->listen[cf->nlisten++] = l;
+    return 0;
+}
+
+static int parse_listen(struct parse *p, yaml_node_t *n, struct config *cf, const struct key *k)
+{
+    cf->nlisten = 0;
+    if (n->type == YAML_SCALAR_NODE)
+        return add_listen(p, n, cf);
+    if (n->type != YAML_SEQUENCE_NODE)
+        return fail(p, n, "%s: expected a list of addresses", k->name);
+    for (yaml_node_item_t *it = n->data.sequence.items.start;
+         it < n->data.sequence.items.top; it++)
+        if (add_listen(p, yaml_document_get_node(&p->doc, *it), cf) < 0)
+            return -1;
+    if (cf->nlisten == 0)
+        return fail(p, n, "%s: at least one address is required", k->name);
+    return 0;
+}
+
+static int add_route(struct parse *p, yaml_node_pair_t *pair, struct config *cf)
+{
+    yaml_node_t *kn = yaml_document_get_node(&p->doc, pair->key);
+    yaml_node_t *vn = yaml_document_get_node(&p->doc, pair->value);
+    const char *path = scalar(p, kn, "routes"), *name;
+    if (path == NULL || (name = scalar(p, vn, "routes")) == NULL)
+        return -1;
+    if (path[0] != '/' || strpbrk(path, "?# \t") != NULL)
+        return fail(p, kn, "routes: '%s' is not a URL path (must start with '/', "
+                    "no query or spaces)", path);
+    if (config_route_find(cf, path, strlen(path)) != NULL)
+        return fail(p, kn, "routes: duplicate path '%s'", path);
+    const struct module *m = modules_find(name);
+    if (m == NULL)
+        return fail(p, vn, "routes: unknown module '%s' (available: %s)", name, modules_names());
+    struct config_route *grown = realloc(cf->routes, (cf->nroutes + 1) * sizeof(*grown));
+    if (grown == NULL)
+        return fail(p, kn, "routes: out of memory");
+    cf->routes = grown;
+    cf->routes[cf->nroutes].path = strdup(path);
+    cf->routes[cf->nroutes++].module = m;
+    return 0;
+}
+
+static void routes_clear(struct config *cf)
+{
+    for (size_t i = 0; i < cf->nroutes; i++)
+        free(cf->routes[i].path);
+    cf->nroutes = 0;
+}
+
+static int parse_routes(struct parse *p, yaml_node_t *n, struct config *cf, const struct key *k)
+{
+    routes_clear(cf);
+    if (n->type != YAML_MAPPING_NODE)
+        return fail(p, n, "%s: expected a mapping of URL path to module", k->name);
+    for (yaml_node_pair_t *pair = n->data.mapping.pairs.start;
+         pair < n->data.mapping.pairs.top; pair++)
+        if (add_route(p, pair, cf) < 0)
+            return -1;
+    if (cf->nroutes == 0)
+        return fail(p, n, "%s: at least one route is required", k->name);
+    return 0;
+}
+
+#define OFF(f) offsetof(struct config, f)
+static const struct key keys[] = {
+    { "worker_processes",   parse_workers,   0, 1, 512 },
+    { "listen",             parse_listen,    0, 0, 0 },
+    { "pid_file",           parse_string,    OFF(pid_file), 0, 0 },
+    { "error_log",          parse_string,    OFF(error_log), 0, 0 },
+    { "log_level",          parse_log_level, 0, 0, 0 },
+    { "worker_connections", parse_uint,      OFF(worker_connections), 1, 1000000 },
+    { "listen_backlog",     parse_uint,      OFF(listen_backlog), 1, 65535 },
+    { "shutdown_timeout",   parse_duration,  OFF(shutdown_timeout_ms), 0, 86400000 },
+    { "close_timeout",      parse_duration,  OFF(close_timeout_ms), 10, 600000 },
+    { "handshake_timeout",  parse_duration,  OFF(handshake_timeout_ms), 10, 3600000 },
+    { "max_header_size",    parse_size,      OFF(max_header_size), 256, 1 << 20 },
+    { "max_message_size",   parse_size,      OFF(max_message_size), 1, 1 << 30 },
+    { "max_pending_output", parse_size,      OFF(max_pending_output), 1024, 1 << 30 },
+    { "routes",             parse_routes,    0, 0, 0 },
+};
+#define NKEYS (sizeof(keys) / sizeof(keys[0]))
+
+static int defaults(struct config *cf)
+{
+    cf->worker_processes = online_cpus(512);
+    cf->pid_file = strdup("/run/wsechod.pid");
+    cf->error_log = strdup("stderr");
+    cf->log_level = LOGL_NOTICE;
+    cf->worker_connections = 10240;
+    cf->listen_backlog = 511;
+    cf->shutdown_timeout_ms = 10000;
+    cf->close_timeout_ms = 5000;
+    cf->handshake_timeout_ms = 10000;
+    cf->max_header_size = 8192;
+    cf->max_message_size = 16 << 20;
+    cf->max_pending_output = 1 << 20;
+    cf->listen = calloc(1, sizeof(*cf->listen));
+    cf->routes = calloc(1, sizeof(*cf->routes));
+    if (!cf->pid_file || !cf->error_log || !cf->listen || !cf->routes)
+        return -1;
+    cf->nlisten = 1;
+    address_parse("127.0.0.1:8080", &cf->listen[0]);
+    cf->nroutes = 1;
+    cf->routes[0].path = strdup("/");
+    cf->routes[0].module = modules_find("echo");
+    return cf->routes[0].path ? 0 : -1;
+}
+
+static int parse_root(struct parse *p, struct config *cf)
+{
+    yaml_node_t *root = yaml_document_get_root_node(&p->doc);
+    int seen[NKEYS] = { 0 };
+    if (root == NULL)
+        return 0; /* an empty file: all defaults */
+    if (root->type != YAML_MAPPING_NODE)
+        return fail(p, root, "the configuration must be a mapping of keys to values");
+    for (yaml_node_pair_t *pair = root->data.mapping.pairs.start;
+         pair < root->data.mapping.pairs.top; pair++) {
+        yaml_node_t *kn = yaml_document_get_node(&p->doc, pair->key);
+        const char *name = scalar(p, kn, "key");
+        size_t i;
+        if (name == NULL)
+            return -1;
+        for (i = 0; i < NKEYS && strcmp(keys[i].name, name) != 0; i++)
+            ;
+        if (i == NKEYS)
+            return fail(p, kn, "unknown key '%s'", name);
+        if (seen[i]++)
+            return fail(p, kn, "duplicate key '%s'", name);
+        if (keys[i].fn(p, yaml_document_get_node(&p->doc, pair->value), cf, &keys[i]) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+static int load_document(struct parse *p, FILE *f)
+{
+    yaml_parser_t parser;
+    yaml_parser_initialize(&parser);
+    yaml_parser_set_input_file(&parser, f);
+    int ok = yaml_parser_load(&parser, &p->doc);
+    if (!ok) {
+        const yaml_mark_t *m = parser.problem ? &parser.problem_mark : &parser.context_mark;
+        snprintf(p->err, CONFIG_ERR_MAX, "%s:%zu:%zu: YAML syntax error: %s%s%s", p->file,
+                 m->line + 1, m->column + 1, parser.problem ? parser.problem : "unknown",
+                 parser.context ? " " : "", parser.context ? parser.context : "");
+    }
+    yaml_parser_delete(&parser);
+    return ok ? 0 : -1;
+}
+
+struct config *config_load(const char *file, char err[CONFIG_ERR_MAX])
+{
+    struct parse p = { .file = file, .err = err };
+    struct config *cf = calloc(1, sizeof(*cf));
+    FILE *f = fopen(file, "re");
+    if (f == NULL) {
+        snprintf(err, CONFIG_ERR_MAX, "%s: cannot open: %s", file, strerror(errno));
+        free(cf);
+        return NULL;
+    }
+    int rc = -1;
+    if (cf == NULL || defaults(cf) < 0 || (cf->file = strdup(file)) == NULL) {
+        snprintf(err, CONFIG_ERR_MAX, "%s: out of memory", file);
+    } else if (load_document(&p, f) == 0) {
+        rc = parse_root(&p, cf);
+        yaml_document_delete(&p.doc);
+    }
+    fclose(f);
+    if (rc < 0) {
+        config_free(cf);
+        return NULL;
+    }
+    return cf;
+}
+
+void config_free(struct config *cf)
+{
+    if (cf == NULL)
+        return;
+    routes_clear(cf);
+    free(cf->routes);
+    free(cf->listen);
+    free(cf->pid_file);
+    free(cf->error_log);
+    free(cf->file);
+    free(cf);
+}
+
+const struct config_route *config_route_find(const struct config *cf,
+                                             const char *path, size_t len)
+{
+    for (size_t i = 0; i < cf->nroutes; i++)
+        if (strlen(cf->routes[i].path) == len && memcmp(cf->routes[i].path, path, len) == 0)
+            return &cf->routes[i];
+    return NULL;
+}

@@ -1,0 +1,54 @@
+/* The YAML configuration: parsed and validated as a whole, or rejected with
+ * "file:line:column: message" naming the offending node. */
+#ifndef WSECHOD_CONFIG_H
+#define WSECHOD_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "log.h"
+
+struct module;
+
+struct config_listen {
+    struct sockaddr_storage addr;
+    socklen_t addrlen;
+    char text[64]; /* "127.0.0.1:8080" / "[::1]:8080", for logs and matching */
+};
+
+struct config_route {
+    char *path;
+    const struct module *module;
+};
+
+struct config {
+    char *file;
+    unsigned worker_processes;
+    struct config_listen *listen;
+    size_t nlisten;
+    struct config_route *routes;
+    size_t nroutes;
+    char *pid_file;
+    char *error_log;
+    enum log_level log_level;
+    unsigned worker_connections;
+    unsigned listen_backlog;
+    uint64_t shutdown_timeout_ms;
+    uint64_t close_timeout_ms;
+    uint64_t handshake_timeout_ms;
+    size_t max_header_size;
+    size_t max_message_size;
+    size_t max_pending_output;
+};
+
+#define CONFIG_ERR_MAX 1024
+
+/* Returns a new config, or NULL with err holding "file:line:col: message". */
+struct config *config_load(const char *file, char err[CONFIG_ERR_MAX]);
+void config_free(struct config *cf);
+/* The route whose path equals path[0..len), or NULL. */
+const struct config_route *config_route_find(const struct config *cf,
+                                             const char *path, size_t len);
+
+#endif

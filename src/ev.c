@@ -1,0 +1,73 @@
+#include "ev.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <time.h>
+#include <unistd.h>
+
+int ev_loop_init(struct ev_loop *loop, unsigned max_events)
+{
+    loop->max_events = max_events;
+    loop->events = calloc(max_events, sizeof(*loop->events));
+    loop->epfd = epoll_create1(EPOLL_CLOEXEC);
+    if (loop->events == NULL || loop->epfd < 0) {
+        ev_loop_free(loop);
+        return -1;
+    }
+    return 0;
+}
+
+void ev_loop_free(struct ev_loop *loop)
+{
+    free(loop->events);
+    loop->events = NULL;
+    if (loop->epfd >= 0)
+        close(loop->epfd);
+    loop->epfd = -1;
+}
+
+static int ctl(struct ev_loop *loop, int op, struct ev_io *io, uint32_t events)
+{
+    struct epoll_event ev = { .events = events, .data.ptr = io };
+    if (epoll_ctl(loop->epfd, op, io->fd, &ev) < 0)
+        return -1;
+    io->events = events;
+    return 0;
+}
+
+int ev_add(struct ev_loop *loop, struct ev_io *io, uint32_t events)
+{
+    return ctl(loop, EPOLL_CTL_ADD, io, events);
+}
+
+int ev_mod(struct ev_loop *loop, struct ev_io *io, uint32_t events)
+{
+    return events == io->events ? 0 : ctl(loop, EPOLL_CTL_MOD, io, events);
+}
+
+void ev_del(struct ev_loop *loop, struct ev_io *io)
+{
+    /* Closing the fd would deregister it too, but not while a forked
+     * process still shares the open file: be explicit. */
+    epoll_ctl(loop->epfd, EPOLL_CTL_DEL, io->fd, NULL);
+    io->events = 0;
+}
+
+int ev_poll(struct ev_loop *loop, int timeout_ms)
+{
+    int n = epoll_wait(loop->epfd, loop->events, (int)loop->max_events, timeout_ms);
+    if (n < 0)
+        return errno == EINTR ? 0 : -1;
+    for (int i = 0; i < n; i++) {
+        struct ev_io *io = loop->events[i].data.ptr;
+        io->cb(loop, io, loop->events[i].events);
+    }
+    return n;
+}
+
+uint64_t ev_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}

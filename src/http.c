@@ -1,0 +1,306 @@
+#include "http.h"
+
+#include <openssl/evp.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
+#include "config.h"
+
+enum { LAST_NONE, LAST_URL, LAST_FIELD, LAST_VALUE };
+
+static const char *const hdr_names[HDR_COUNT] = {
+    [HDR_HOST] = "host",
+    [HDR_UPGRADE] = "upgrade",
+    [HDR_CONNECTION] = "connection",
+    [HDR_WS_KEY] = "sec-websocket-key",
+    [HDR_WS_VERSION] = "sec-websocket-version",
+    [HDR_CONTENT_LENGTH] = "content-length",
+    [HDR_TRANSFER_ENCODING] = "transfer-encoding",
+};
+
+static struct http_req *req_of(http_parser *p)
+{
+    return p->data;
+}
+
+/* http-parser splits a token only where our buffer ended, and the buffer is
+ * contiguous: a piece that starts where the span ends continues it. */
+static int continues(const struct http_span *s, uint32_t off)
+{
+    return s->off + s->len == off;
+}
+
+static int span_is(const char *base, struct http_span s, const char *name)
+{
+    return strlen(name) == s.len && strncasecmp(base + s.off, name, s.len) == 0;
+}
+
+static int has_token(const char *base, struct http_span s, const char *token);
+
+/* A completed header line: remember the ones the handshake needs. */
+static void header_done(struct http_req *r)
+{
+    for (int i = 0; i < HDR_COUNT; i++) {
+        if (!span_is(r->base, r->field, hdr_names[i]))
+            continue;
+        if (r->count[i] < UINT8_MAX)
+            r->count[i]++;
+        r->hdr[i] = r->value;
+        /* Connection may legitimately repeat; any line may carry the token. */
+        if (i == HDR_CONNECTION && has_token(r->base, r->value, "upgrade"))
+            r->conn_upgrade = 1;
+        return;
+    }
+}
+
+/* Closes the header line in progress, if any (its value may be empty). */
+static void header_flush(struct http_req *r)
+{
+    if (r->last == LAST_FIELD)
+        r->value = (struct http_span){ r->field.off + r->field.len, 0 };
+    if (r->last == LAST_FIELD || r->last == LAST_VALUE)
+        header_done(r);
+}
+
+static int on_url(http_parser *p, const char *at, size_t len)
+{
+    struct http_req *r = req_of(p);
+    uint32_t off = (uint32_t)(at - r->base);
+    if (r->last == LAST_URL && continues(&r->url, off))
+        r->url.len += (uint32_t)len;
+    else
+        r->url = (struct http_span){ off, (uint32_t)len };
+    r->last = LAST_URL;
+    return 0;
+}
+
+static int on_field(http_parser *p, const char *at, size_t len)
+{
+    struct http_req *r = req_of(p);
+    uint32_t off = (uint32_t)(at - r->base);
+    if (r->last == LAST_FIELD && continues(&r->field, off)) {
+        r->field.len += (uint32_t)len;
+    } else {
+        header_flush(r);
+        r->field = (struct http_span){ off, (uint32_t)len };
+    }
+    r->last = LAST_FIELD;
+    return 0;
+}
+
+static int on_value(http_parser *p, const char *at, size_t len)
+{
+    struct http_req *r = req_of(p);
+    uint32_t off = (uint32_t)(at - r->base);
+    if (r->last == LAST_VALUE && continues(&r->value, off))
+        r->value.len += (uint32_t)len;
+    else
+        r->value = (struct http_span){ off, (uint32_t)len };
+    r->last = LAST_VALUE;
+    return 0;
+}
+
+static int on_headers_complete(http_parser *p)
+{
+    struct http_req *r = req_of(p);
+    header_flush(r);
+    r->last = LAST_NONE;
+    return 1; /* a handshake has no body: what follows is WebSocket data */
+}
+
+static int on_message_complete(http_parser *p)
+{
+    req_of(p)->done = 1;
+    /* Stop right here: the rest of the buffer belongs to the WebSocket. */
+    http_parser_pause(p, 1);
+    return 0;
+}
+
+static const http_parser_settings settings = {
+    .on_url = on_url,
+    .on_header_field = on_field,
+    .on_header_value = on_value,
+    .on_headers_complete = on_headers_complete,
+    .on_message_complete = on_message_complete,
+};
+
+void http_req_init(struct http_req *r)
+{
+    memset(r, 0, sizeof(*r));
+    http_parser_init(&r->parser, HTTP_REQUEST);
+    r->parser.data = r;
+}
+
+enum http_result http_req_feed(struct http_req *r, const char *buf, size_t from,
+                               size_t len, size_t *end)
+{
+    r->base = buf;
+    size_t n = http_parser_execute(&r->parser, &settings, buf + from, len - from);
+    enum http_errno e = HTTP_PARSER_ERRNO(&r->parser);
+    r->base = NULL;
+    if (r->done) {
+        *end = from + n;
+        return HTTP_DONE;
+    }
+    if (e != HPE_OK || r->parser.upgrade)
+        return HTTP_BAD;
+    return HTTP_MORE;
+}
+
+static struct http_span trim(const char *base, struct http_span s)
+{
+    while (s.len && (base[s.off] == ' ' || base[s.off] == '\t')) {
+        s.off++;
+        s.len--;
+    }
+    while (s.len && (base[s.off + s.len - 1] == ' ' || base[s.off + s.len - 1] == '\t'))
+        s.len--;
+    return s;
+}
+
+/* Is token one of the comma-separated, case-insensitive items of s? */
+static int has_token(const char *base, struct http_span s, const char *token)
+{
+    uint32_t end = s.off + s.len, start = s.off;
+    for (uint32_t i = s.off; i <= end; i++) {
+        if (i < end && base[i] != ',')
+            continue;
+        struct http_span item = trim(base, (struct http_span){ start, i - start });
+        if (span_is(base, item, token))
+            return 1;
+        start = i + 1;
+    }
+    return 0;
+}
+
+static int valid_host(const char *base, struct http_span s)
+{
+    if (s.len == 0)
+        return 0;
+    for (uint32_t i = s.off; i < s.off + s.len; i++) {
+        unsigned char ch = (unsigned char)base[i];
+        if (ch <= ' ' || ch >= 0x7f || strchr("/\\?#@\"<>{}|^`", ch) != NULL)
+            return 0;
+    }
+    return 1;
+}
+
+/* RFC 6455 4.1: a base64-encoded 16-byte nonce, i.e. 22 characters + "==". */
+static int valid_key(const char *base, struct http_span s)
+{
+    unsigned char raw[24];
+    if (s.len != 24 || base[s.off + 22] != '=' || base[s.off + 23] != '=')
+        return 0;
+    if (strchr("AQgw", base[s.off + 21]) == NULL) /* no stray bits past 16 bytes */
+        return 0;
+    return EVP_DecodeBlock(raw, (const unsigned char *)base + s.off, 24) == 18;
+}
+
+static int verdict(struct http_verdict *v, int status, const char *reason)
+{
+    v->status = status;
+    v->reason = reason;
+    return status;
+}
+
+static int check_target(const struct http_req *r, const char *buf,
+                        const struct config *cf, struct http_verdict *v)
+{
+    struct http_parser_url u;
+    const http_parser *p = &r->parser;
+    if (p->http_major < 1 || (p->http_major == 1 && p->http_minor < 1))
+        return verdict(v, 400, "WebSocket handshakes need HTTP/1.1 or later");
+    http_parser_url_init(&u);
+    if (http_parser_parse_url(buf + r->url.off, r->url.len, 0, &u) != 0 ||
+        !(u.field_set & (1 << UF_PATH)))
+        return verdict(v, 400, "invalid request target");
+    v->route = config_route_find(cf, buf + r->url.off + u.field_data[UF_PATH].off,
+                                 u.field_data[UF_PATH].len);
+    if (v->route == NULL)
+        return verdict(v, 404, "no WebSocket route for this path");
+    if (p->method != HTTP_GET)
+        return verdict(v, 405, "WebSocket handshakes use GET");
+    return 0;
+}
+
+static int check_headers(const struct http_req *r, const char *buf, struct http_verdict *v)
+{
+    const uint8_t *n = r->count;
+    if (n[HDR_HOST] != 1 || !valid_host(buf, trim(buf, r->hdr[HDR_HOST])))
+        return verdict(v, 400, n[HDR_HOST] > 1 ? "duplicate Host header"
+                                               : "missing or invalid Host header");
+    if (n[HDR_UPGRADE] == 0 && n[HDR_WS_KEY] == 0)
+        return verdict(v, 426, "this is a WebSocket endpoint: upgrade required");
+    if (n[HDR_UPGRADE] != 1 || !has_token(buf, r->hdr[HDR_UPGRADE], "websocket"))
+        return verdict(v, 400, "Upgrade header must be 'websocket'");
+    if (!r->conn_upgrade)
+        return verdict(v, 400, "Connection header must include 'Upgrade'");
+    if (n[HDR_WS_VERSION] != 1 || !span_is(buf, trim(buf, r->hdr[HDR_WS_VERSION]), "13"))
+        return verdict(v, 426, "unsupported Sec-WebSocket-Version (13 required)");
+    if (n[HDR_WS_KEY] != 1 || !valid_key(buf, trim(buf, r->hdr[HDR_WS_KEY])))
+        return verdict(v, 400, "missing or invalid Sec-WebSocket-Key");
+    if (n[HDR_TRANSFER_ENCODING] || (n[HDR_CONTENT_LENGTH] && r->parser.content_length))
+        return verdict(v, 400, "a WebSocket handshake has no body");
+    return 0;
+}
+
+void http_req_check(const struct http_req *r, const char *buf,
+                    const struct config *cf, struct http_verdict *v)
+{
+    memset(v, 0, sizeof(*v));
+    if (check_target(r, buf, cf, v) == 0 && check_headers(r, buf, v) == 0)
+        verdict(v, 101, "Switching Protocols");
+}
+
+static const char *status_text(int status)
+{
+    switch (status) {
+    case 400: return "Bad Request";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 426: return "Upgrade Required";
+    case 431: return "Request Header Fields Too Large";
+    case 503: return "Service Unavailable";
+    default:  return "Internal Server Error";
+    }
+}
+
+size_t http_error_response(int status, const char *reason, char *out, size_t cap)
+{
+    const char *extra = status == 426 ? "Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+                      : status == 405 ? "Allow: GET\r\n"
+                      : "";
+    int n = snprintf(out, cap,
+                     "HTTP/1.1 %d %s\r\n"
+                     "Content-Type: text/plain\r\n"
+                     "Content-Length: %zu\r\n"
+                     "Connection: close\r\n"
+                     "%s\r\n%s\n",
+                     status, status_text(status), strlen(reason) + 1, extra, reason);
+    return n < 0 ? 0 : (size_t)n >= cap ? cap - 1 : (size_t)n;
+}
+
+size_t http_upgrade_response(const struct http_req *r, const char *buf,
+                             char *out, size_t cap)
+{
+    static const char guid[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+    struct http_span key = trim(buf, r->hdr[HDR_WS_KEY]);
+    unsigned char material[24 + sizeof(guid) - 1], digest[EVP_MAX_MD_SIZE];
+    unsigned char accept[32]; /* base64 of 20 bytes: 28 chars + NUL */
+    unsigned dlen = 0;
+    memcpy(material, buf + key.off, 24);
+    memcpy(material + 24, guid, sizeof(guid) - 1);
+    if (!EVP_Digest(material, sizeof(material), digest, &dlen, EVP_sha1(), NULL))
+        return 0;
+    EVP_EncodeBlock(accept, digest, (int)dlen);
+    int n = snprintf(out, cap,
+                     "HTTP/1.1 101 Switching Protocols\r\n"
+                     "Upgrade: websocket\r\n"
+                     "Connection: Upgrade\r\n"
+                     "Sec-WebSocket-Accept: %s\r\n\r\n",
+                     accept);
+    return n < 0 || (size_t)n >= cap ? 0 : (size_t)n;
+}

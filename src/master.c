@@ -1,0 +1,445 @@
+#include "master.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "ev.h"
+#include "listener.h"
+#include "log.h"
+#include "pidfile.h"
+#include "proctitle.h"
+#include "worker.h"
+
+/* Extra time a draining worker gets past its own deadlines before SIGKILL. */
+#define KILL_GRACE_MS 2000
+/* A worker that dies younger than this counts as failing at start-up. */
+#define QUICK_DEATH_MS 5000
+#define BACKOFF_MIN_MS 200
+#define BACKOFF_MAX_MS 30000
+
+enum wstate { W_RUNNING, W_DRAINING };
+
+struct wproc {
+    pid_t pid;
+    unsigned slot, generation;
+    int channel;            /* master's end */
+    enum wstate state;
+    uint64_t started_ms;
+    uint64_t kill_at_ms;    /* 0: no deadline */
+};
+
+struct slot {
+    uint64_t respawn_at_ms; /* 0: nothing scheduled */
+    unsigned backoff_ms;
+};
+
+static volatile sig_atomic_t sig_reload, sig_stop, sig_fast, sig_child, sig_reopen;
+
+static struct {
+    const char *conf_file;
+    struct config *cf;
+    unsigned generation;
+    struct listeners ls;
+    struct wproc *w;
+    size_t nw;
+    struct slot *slots;
+    int stopping;
+    pid_t pid;
+} M;
+
+static void on_signal(int signo)
+{
+    switch (signo) {
+    case SIGHUP:  sig_reload = 1; break;
+    case SIGTERM:
+    case SIGQUIT: sig_stop = 1; break;
+    case SIGINT:  sig_fast = 1; break;
+    case SIGCHLD: sig_child = 1; break;
+    case SIGUSR1: sig_reopen = 1; break;
+    default: break; /* SIGALRM: just wake up */
+    }
+}
+
+static const int handled[] = { SIGHUP, SIGTERM, SIGQUIT, SIGINT, SIGCHLD, SIGUSR1, SIGALRM };
+
+static void signals_init(void)
+{
+    struct sigaction sa;
+    sigset_t set;
+    sigemptyset(&set);
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    for (size_t i = 0; i < sizeof(handled) / sizeof(handled[0]); i++) {
+        sigaddset(&set, handled[i]);
+        sigaction(handled[i], &sa, NULL);
+    }
+    /* Delivered only inside sigsuspend: handlers never race the loop. */
+    sigprocmask(SIG_BLOCK, &set, NULL);
+    sa.sa_handler = SIG_IGN;
+    sigaction(SIGPIPE, &sa, NULL);
+}
+
+static void describe_exit(int status, char *buf, size_t len)
+{
+    if (WIFSIGNALED(status))
+        snprintf(buf, len, "killed by signal %d (%s)%s", WTERMSIG(status),
+                 strsignal(WTERMSIG(status)), WCOREDUMP(status) ? ", core dumped" : "");
+    else
+        snprintf(buf, len, "exited with status %d", WEXITSTATUS(status));
+}
+
+static void tell(struct wproc *w, char cmd)
+{
+    if (w->channel >= 0 && send(w->channel, &cmd, 1, MSG_NOSIGNAL | MSG_DONTWAIT) != 1)
+        log_warn("cannot reach worker %d: %s", (int)w->pid, strerror(errno));
+}
+
+static void child_start(unsigned slot, int channel)
+{
+    /* Keep only this slot's sockets and our own channel end. */
+    for (size_t i = 0; i < M.nw; i++)
+        close(M.w[i].channel);
+    listeners_keep_slot(&M.ls, slot);
+    struct worker_args a = {
+        .cf = M.cf,
+        .slot = slot,
+        .generation = M.generation,
+        .listen_fds = listeners_slot_fds(&M.ls, slot),
+        .nlisten = M.cf->nlisten,
+        .channel = channel,
+    };
+    worker_main(&a);
+}
+
+static int spawn(unsigned slot)
+{
+    int sv[2];
+    struct wproc *grown = realloc(M.w, (M.nw + 1) * sizeof(*M.w));
+    if (grown == NULL)
+        return -1;
+    M.w = grown;
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
+        log_error("socketpair: %s", strerror(errno));
+        return -1;
+    }
+    pid_t pid = fork();
+    if (pid < 0) {
+        log_error("fork: %s", strerror(errno));
+        close(sv[0]);
+        close(sv[1]);
+        return -1;
+    }
+    if (pid == 0) {
+        close(sv[0]);
+        child_start(slot, sv[1]);
+    }
+    close(sv[1]);
+    M.w[M.nw++] = (struct wproc){
+        .pid = pid, .slot = slot, .generation = M.generation, .channel = sv[0],
+        .state = W_RUNNING, .started_ms = ev_now_ms(),
+    };
+    log_info("worker %d started (slot %u, generation %u)", (int)pid, slot, M.generation);
+    return 0;
+}
+
+static void respawn_later(unsigned slot, uint64_t lived_ms)
+{
+    struct slot *s = &M.slots[slot];
+    if (lived_ms >= QUICK_DEATH_MS)
+        s->backoff_ms = 0;
+    else
+        s->backoff_ms = s->backoff_ms ? s->backoff_ms * 2 : BACKOFF_MIN_MS;
+    if (s->backoff_ms > BACKOFF_MAX_MS)
+        s->backoff_ms = BACKOFF_MAX_MS;
+    s->respawn_at_ms = ev_now_ms() + s->backoff_ms;
+}
+
+static void worker_gone(size_t i, int status)
+{
+    struct wproc w = M.w[i];
+    char how[96];
+    close(w.channel);
+    M.w[i] = M.w[--M.nw];
+    describe_exit(status, how, sizeof(how));
+    if (w.state == W_DRAINING || M.stopping) {
+        log_info("worker %d (slot %u, generation %u) %s", (int)w.pid, w.slot, w.generation, how);
+        return;
+    }
+    if (WIFEXITED(status) && WEXITSTATUS(status) == WORKER_EXIT_FATAL) {
+        log_error("worker %d (slot %u, generation %u) %s: fatal start-up error, "
+                  "slot %u stays empty until the next reload", (int)w.pid, w.slot,
+                  w.generation, how, w.slot);
+        return;
+    }
+    respawn_later(w.slot, ev_now_ms() - w.started_ms);
+    log_error("worker %d (slot %u, generation %u) %s; respawning in %u ms", (int)w.pid,
+              w.slot, w.generation, how, M.slots[w.slot].backoff_ms);
+}
+
+static void reap(void)
+{
+    int status;
+    pid_t pid;
+    while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+        for (size_t i = 0; i < M.nw; i++) {
+            if (M.w[i].pid == pid) {
+                worker_gone(i, status);
+                break;
+            }
+        }
+    }
+}
+
+static uint64_t drain_budget(const struct config *cf)
+{
+    return cf->shutdown_timeout_ms + cf->close_timeout_ms + KILL_GRACE_MS;
+}
+
+/* Asks the workers of older generations (or all, when stopping) to drain. */
+static void drain_workers(char cmd_keep, char cmd_retire, int all)
+{
+    uint64_t kill_at = ev_now_ms() + drain_budget(M.cf);
+    for (size_t i = 0; i < M.nw; i++) {
+        struct wproc *w = &M.w[i];
+        if (!all && w->generation == M.generation)
+            continue;
+        int retire = w->slot >= M.cf->worker_processes;
+        tell(w, retire ? cmd_retire : cmd_keep);
+        w->state = W_DRAINING;
+        if (w->kill_at_ms == 0 || kill_at < w->kill_at_ms)
+            w->kill_at_ms = kill_at;
+    }
+}
+
+static void start_generation(void)
+{
+    free(M.slots);
+    M.slots = calloc(M.cf->worker_processes, sizeof(*M.slots));
+    for (unsigned s = 0; s < M.cf->worker_processes; s++)
+        if (M.slots == NULL || spawn(s) < 0)
+            respawn_later(s, 0); /* try again shortly rather than give up */
+}
+
+static int apply_logging(const struct config *cf)
+{
+    if (log_open(cf->error_log) < 0) {
+        log_error("cannot open error_log %s: %s", cf->error_log, strerror(errno));
+        return -1;
+    }
+    log_set_level(cf->log_level);
+    return 0;
+}
+
+static void reload(void)
+{
+    char err[CONFIG_ERR_MAX];
+    struct listeners nls;
+    log_notice("reloading configuration %s (generation %u)", M.conf_file, M.generation);
+    struct config *nc = config_load(M.conf_file, err);
+    if (nc == NULL) {
+        log_error("reload failed, keeping generation %u: %s", M.generation, err);
+        return;
+    }
+    if (listeners_open(&nls, nc, &M.ls, err, sizeof(err)) < 0) {
+        log_error("reload failed, keeping generation %u: %s", M.generation, err);
+        config_free(nc);
+        return;
+    }
+    if (apply_logging(nc) < 0)
+        apply_logging(M.cf);
+    if (strcmp(nc->pid_file, M.cf->pid_file) != 0) {
+        if (pidfile_write(nc->pid_file, M.pid) < 0)
+            log_error("cannot write pid file %s: %s", nc->pid_file, strerror(errno));
+        pidfile_remove(M.cf->pid_file, M.pid);
+    }
+    struct config *old = M.cf;
+    struct listeners ols = M.ls;
+    M.cf = nc;
+    M.ls = nls;
+    M.generation++;
+    /* Sockets no longer configured go before any fork, or the new workers
+     * would inherit them and keep them in the reuseport group. The
+     * retiring workers hold their own copies until they drained the queue. */
+    listeners_close(&ols);
+    start_generation();
+    drain_workers(WORKER_CMD_RELOAD, WORKER_CMD_RETIRE, 0);
+    config_free(old);
+    log_notice("reload complete: generation %u, %u workers", M.generation,
+               M.cf->worker_processes);
+}
+
+static void stop(int fast)
+{
+    if (M.stopping == 2 || (M.stopping == 1 && !fast))
+        return;
+    log_notice("%s shutdown: %zu workers to stop", fast ? "fast" : "graceful", M.nw);
+    if (fast) {
+        for (size_t i = 0; i < M.nw; i++) {
+            kill(M.w[i].pid, SIGTERM);
+            M.w[i].kill_at_ms = ev_now_ms() + KILL_GRACE_MS;
+        }
+    } else {
+        drain_workers(WORKER_CMD_QUIT, WORKER_CMD_QUIT, 1);
+    }
+    M.stopping = fast ? 2 : 1;
+    /* New connections must not queue behind workers that will not take them. */
+    listeners_close(&M.ls);
+}
+
+static void reopen(void)
+{
+    if (log_reopen() < 0)
+        log_error("cannot reopen error_log %s: %s", M.cf->error_log, strerror(errno));
+    for (size_t i = 0; i < M.nw; i++)
+        tell(&M.w[i], WORKER_CMD_REOPEN);
+    log_notice("log files reopened");
+}
+
+/* Respawns due slots, kills overdue workers; returns ms to the next timer. */
+static int64_t run_timers(void)
+{
+    uint64_t now = ev_now_ms(), next = UINT64_MAX;
+    for (size_t i = 0; i < M.nw; i++) {
+        struct wproc *w = &M.w[i];
+        if (w->kill_at_ms && w->kill_at_ms <= now) {
+            log_warn("worker %d (slot %u, generation %u) missed its deadline; killing it",
+                     (int)w->pid, w->slot, w->generation);
+            kill(w->pid, SIGKILL);
+            w->kill_at_ms = 0;
+        } else if (w->kill_at_ms && w->kill_at_ms < next) {
+            next = w->kill_at_ms;
+        }
+    }
+    for (unsigned s = 0; !M.stopping && M.slots && s < M.cf->worker_processes; s++) {
+        uint64_t at = M.slots[s].respawn_at_ms;
+        if (at && at <= now) {
+            M.slots[s].respawn_at_ms = 0;
+            if (spawn(s) < 0)
+                respawn_later(s, 0);
+        }
+        if (M.slots[s].respawn_at_ms && M.slots[s].respawn_at_ms < next)
+            next = M.slots[s].respawn_at_ms;
+    }
+    return next == UINT64_MAX ? -1 : (int64_t)(next - now);
+}
+
+static void arm_alarm(int64_t ms)
+{
+    struct itimerval it = { 0 };
+    if (ms >= 0) {
+        ms = ms < 1 ? 1 : ms;
+        it.it_value.tv_sec = ms / 1000;
+        it.it_value.tv_usec = (ms % 1000) * 1000;
+    }
+    setitimer(ITIMER_REAL, &it, NULL);
+}
+
+static void loop(void)
+{
+    sigset_t none;
+    sigemptyset(&none);
+    while (!M.stopping || M.nw > 0) {
+        arm_alarm(run_timers());
+        if (M.stopping && M.nw == 0)
+            break;
+        sigsuspend(&none);
+        if (sig_child) {
+            sig_child = 0;
+            reap();
+        }
+        if (sig_fast || sig_stop) {
+            stop(sig_fast);
+            sig_fast = sig_stop = 0;
+        }
+        if (sig_reload) {
+            sig_reload = 0;
+            if (!M.stopping)
+                reload();
+        }
+        if (sig_reopen) {
+            sig_reopen = 0;
+            reopen();
+        }
+    }
+}
+
+static void describe_listen(char *buf, size_t len)
+{
+    size_t off = 0;
+    buf[0] = '\0';
+    for (size_t i = 0; i < M.cf->nlisten && off < len; i++)
+        off += (size_t)snprintf(buf + off, len - off, "%s%s", i ? ", " : "",
+                                M.cf->listen[i].text);
+}
+
+int master_run(const char *conf_file, struct config *cf)
+{
+    char err[CONFIG_ERR_MAX], where[512];
+    M.conf_file = conf_file;
+    M.cf = cf;
+    M.pid = getpid();
+    M.generation = 1;
+    pid_t other = pidfile_running(cf->pid_file);
+    if (other) {
+        fprintf(stderr, "wsechod: already running (pid %d, from %s)\n", (int)other, cf->pid_file);
+        return 1;
+    }
+    if (listeners_open(&M.ls, cf, NULL, err, sizeof(err)) < 0) {
+        fprintf(stderr, "wsechod: %s\n", err);
+        return 1;
+    }
+    if (pidfile_write(cf->pid_file, M.pid) < 0) {
+        fprintf(stderr, "wsechod: cannot write pid file %s: %s\n", cf->pid_file, strerror(errno));
+        return 1;
+    }
+    if (apply_logging(cf) < 0) {
+        pidfile_remove(cf->pid_file, M.pid);
+        return 1;
+    }
+    signals_init();
+    proctitle_set("wsechod: master process %s", conf_file);
+    describe_listen(where, sizeof(where));
+    log_notice("wsechod/%s master %d started: %u workers, listening on %s", WSECHOD_VERSION,
+               (int)M.pid, cf->worker_processes, where);
+    start_generation();
+    loop();
+    pidfile_remove(M.cf->pid_file, M.pid);
+    log_notice("master %d exiting", (int)M.pid);
+    listeners_close(&M.ls);
+    config_free(M.cf);
+    free(M.slots);
+    free(M.w);
+    return 0;
+}
+
+int master_signal(const struct config *cf, const char *name)
+{
+    static const struct { const char *name; int signo; } sigs[] = {
+        { "reload", SIGHUP }, { "stop", SIGTERM }, { "quit", SIGQUIT }, { "reopen", SIGUSR1 },
+    };
+    for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++) {
+        if (strcmp(name, sigs[i].name) != 0)
+            continue;
+        pid_t pid = pidfile_running(cf->pid_file);
+        if (pid == 0) {
+            fprintf(stderr, "wsechod: not running (no live master in pid file %s)\n", cf->pid_file);
+            return 1;
+        }
+        if (kill(pid, sigs[i].signo) < 0) {
+            fprintf(stderr, "wsechod: cannot signal master %d: %s\n", (int)pid, strerror(errno));
+            return 1;
+        }
+        return 0;
+    }
+    fprintf(stderr, "wsechod: unknown signal '%s' (reload, stop, quit or reopen)\n", name);
+    return 2;
+}

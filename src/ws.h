@@ -1,0 +1,29 @@
+/* The WebSocket phase of a connection: wslay glue and the module calls.
+ * Knows the socket and nothing of epoll: callers run it when the socket is
+ * ready and act on the flags it returns. */
+#ifndef WSECHOD_WS_H
+#define WSECHOD_WS_H
+
+#include <stddef.h>
+
+#include "module.h"
+
+struct config;
+
+enum {
+    WS_WANT_WRITE = 1 << 0, /* output is queued: wait for EPOLLOUT */
+    WS_AGAIN      = 1 << 1, /* gave up the CPU with input left: run again soon */
+    WS_CLOSING    = 1 << 2, /* our close frame is out: waiting for the peer's */
+    WS_DONE       = 1 << 3, /* finished or failed: close the TCP connection */
+};
+
+/* Takes ownership of pending[0..len): bytes that arrived with the handshake.
+ * Calls the module's on_open. NULL if out of memory. */
+struct ws_conn *ws_open(int fd, const struct config *cf, const struct module *m,
+                        char *pending, size_t len);
+/* Reads, dispatches, writes; returns WS_* flags. */
+unsigned ws_run(struct ws_conn *w);
+/* Calls the module's on_close and frees everything (not the socket). */
+void ws_free(struct ws_conn *w);
+
+#endif
