@@ -395,10 +395,13 @@ static int load_document(struct parse *p, FILE *f)
     yaml_parser_set_input_file(&parser, f);
     int ok = yaml_parser_load(&parser, &p->doc);
     if (!ok) {
-        const yaml_mark_t *m = parser.problem ? &parser.problem_mark : &parser.context_mark;
-        snprintf(p->err, CONFIG_ERR_MAX, "%s:%zu:%zu: YAML syntax error: %s%s%s", p->file,
-                 m->line + 1, m->column + 1, parser.problem ? parser.problem : "unknown",
-                 parser.context ? " " : "", parser.context ? parser.context : "");
+        const yaml_mark_t *m = &parser.problem_mark, *c = &parser.context_mark;
+        int k = snprintf(p->err, CONFIG_ERR_MAX, "%s:%zu:%zu: YAML syntax error: %s",
+                         p->file, m->line + 1, m->column + 1,
+                         parser.problem ? parser.problem : "unreadable input");
+        if (parser.context && k > 0 && k < CONFIG_ERR_MAX)
+            snprintf(p->err + k, CONFIG_ERR_MAX - (size_t)k, " (%s started at %zu:%zu)",
+                     parser.context, c->line + 1, c->column + 1);
     }
     yaml_parser_delete(&parser);
     return ok ? 0 : -1;

@@ -181,8 +181,9 @@ static void worker_gone(size_t i, int status)
         return;
     }
     respawn_later(w.slot, ev_now_ms() - w.started_ms);
-    log_error("worker %d (slot %u, generation %u) %s; respawning in %u ms", (int)w.pid,
-              w.slot, w.generation, how, M.slots[w.slot].backoff_ms);
+    log_error("worker %d (slot %u, generation %u) %s; respawning %s%u ms", (int)w.pid,
+              w.slot, w.generation, how, M.slots[w.slot].backoff_ms ? "with back-off in " : "in ",
+              M.slots[w.slot].backoff_ms);
 }
 
 static void reap(void)
