@@ -45,7 +45,6 @@ void conn_env_init(struct conn_env *env, const struct config *cf, struct ev_loop
     memset(env, 0, sizeof(*env));
     env->cf = cf;
     env->loop = loop;
-    env->now = ev_now_ms();
     list_init(&env->all);
     list_init(&env->handshake_q);
     list_init(&env->closing_q);
@@ -56,7 +55,7 @@ void conn_env_init(struct conn_env *env, const struct config *cf, struct ev_loop
 static void timer_set(struct conn *c, struct list *q, uint64_t timeout_ms)
 {
     list_remove(&c->tlink);
-    c->deadline = c->env->now + timeout_ms;
+    c->deadline = c->env->loop->now + timeout_ms;
     list_append(q, &c->tlink);
 }
 
@@ -332,7 +331,7 @@ static void expire_handshakes(struct conn_env *env)
 {
     while (!list_empty(&env->handshake_q)) {
         struct conn *c = list_entry(env->handshake_q.next, struct conn, tlink);
-        if (c->deadline > env->now)
+        if (c->deadline > env->loop->now)
             return;
         respond(c, 408, "handshake not completed in time");
     }
@@ -342,7 +341,7 @@ static void expire_closing(struct conn_env *env)
 {
     while (!list_empty(&env->closing_q)) {
         struct conn *c = list_entry(env->closing_q.next, struct conn, tlink);
-        if (c->deadline > env->now)
+        if (c->deadline > env->loop->now)
             return;
         conn_close(c);
     }
@@ -367,7 +366,7 @@ int conn_next_timeout(const struct conn_env *env)
     uint64_t d = a < b ? a : b;
     if (d == UINT64_MAX)
         return -1;
-    return d <= env->now ? 0 : d - env->now > 60000 ? 60000 : (int)(d - env->now);
+    return d <= env->loop->now ? 0 : d - env->loop->now > 60000 ? 60000 : (int)(d - env->loop->now);
 }
 
 void conn_run_ready(struct conn_env *env)
@@ -389,19 +388,43 @@ void conn_run_ready(struct conn_env *env)
     }
 }
 
+static const char *close_reason(uint16_t code)
+{
+    return code == 1012 ? "server restarting" : "server shutting down";
+}
+
+/* Starts the close handshake; 0 if c was not an open WebSocket. */
+static int ws_start_close(struct conn *c, uint16_t code)
+{
+    if (c->state != CONN_WS || list_linked(&c->tlink))
+        return 0; /* a handshake, a lingering error, or already closing */
+    ws_close(c->ws, code, close_reason(code));
+    ws_step(c);
+    return 1;
+}
+
 void conn_close_all(struct conn_env *env, uint16_t code)
 {
-    const char *reason = code == 1012 ? "server restarting" : "server shutting down";
     struct list *it = env->all.next;
     while (it != &env->all) {
         struct conn *c = list_entry(it, struct conn, link);
         it = it->next; /* c may move to dead_q below */
-        if (c->state == CONN_HTTP) {
+        if (c->state == CONN_HTTP)
             conn_close(c);
-        } else if (c->state == CONN_WS && !list_linked(&c->tlink)) {
-            ws_close(c->ws, code, reason);
-            ws_step(c);
-        }
+        else
+            ws_start_close(c, code);
+    }
+}
+
+void conn_close_oldest(struct conn_env *env, uint16_t code, unsigned max)
+{
+    /* Visited connections go to the tail, so the next call starts with
+     * ones not yet told. */
+    for (unsigned seen = env->nconns; max > 0 && seen > 0 && !list_empty(&env->all); seen--) {
+        struct conn *c = list_entry(env->all.next, struct conn, link);
+        list_remove(&c->link);
+        list_append(&env->all, &c->link);
+        max -= (unsigned)ws_start_close(c, code);
     }
 }
 

@@ -16,7 +16,6 @@ struct config;
 struct conn_env {
     const struct config *cf;
     struct ev_loop *loop;
-    uint64_t now;               /* ev_now_ms() of this loop iteration */
     struct list all;            /* every live connection */
     struct list handshake_q;    /* HTTP phase, by handshake_timeout */
     struct list closing_q;      /* close sent or lingering, by close_timeout */
@@ -39,6 +38,9 @@ void conn_run_ready(struct conn_env *env);
 /* Ends every connection: WebSockets get a close frame with code, pending
  * handshakes are closed. Connections then finish on their own. */
 void conn_close_all(struct conn_env *env, uint16_t code);
+/* Sends a close frame with code to up to max WebSockets, oldest first.
+ * Amortised O(1) per connection. */
+void conn_close_oldest(struct conn_env *env, uint16_t code, unsigned max);
 /* Frees what was closed during this iteration. */
 void conn_reap(struct conn_env *env);
 /* Closes and frees everything at once (fast exit). */
