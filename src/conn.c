@@ -45,7 +45,6 @@ void conn_env_init(struct conn_env *env, const struct config *cf, struct ev_loop
     memset(env, 0, sizeof(*env));
     env->cf = cf;
     env->loop = loop;
-    env->now = ev_now_ms();
     list_init(&env->all);
     list_init(&env->handshake_q);
     list_init(&env->closing_q);
@@ -56,7 +55,7 @@ void conn_env_init(struct conn_env *env, const struct config *cf, struct ev_loop
 static void timer_set(struct conn *c, struct list *q, uint64_t timeout_ms)
 {
     list_remove(&c->tlink);
-    c->deadline = c->env->now + timeout_ms;
+    c->deadline = c->env->loop->now + timeout_ms;
     list_append(q, &c->tlink);
 }
 
@@ -332,7 +331,7 @@ static void expire_handshakes(struct conn_env *env)
 {
     while (!list_empty(&env->handshake_q)) {
         struct conn *c = list_entry(env->handshake_q.next, struct conn, tlink);
-        if (c->deadline > env->now)
+        if (c->deadline > env->loop->now)
             return;
         respond(c, 408, "handshake not completed in time");
     }
@@ -342,7 +341,7 @@ static void expire_closing(struct conn_env *env)
 {
     while (!list_empty(&env->closing_q)) {
         struct conn *c = list_entry(env->closing_q.next, struct conn, tlink);
-        if (c->deadline > env->now)
+        if (c->deadline > env->loop->now)
             return;
         conn_close(c);
     }
@@ -367,7 +366,7 @@ int conn_next_timeout(const struct conn_env *env)
     uint64_t d = a < b ? a : b;
     if (d == UINT64_MAX)
         return -1;
-    return d <= env->now ? 0 : d - env->now > 60000 ? 60000 : (int)(d - env->now);
+    return d <= env->loop->now ? 0 : d - env->loop->now > 60000 ? 60000 : (int)(d - env->loop->now);
 }
 
 void conn_run_ready(struct conn_env *env)

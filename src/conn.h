@@ -16,7 +16,6 @@ struct config;
 struct conn_env {
     const struct config *cf;
     struct ev_loop *loop;
-    uint64_t now;               /* ev_now_ms() of this loop iteration */
     struct list all;            /* every live connection */
     struct list handshake_q;    /* HTTP phase, by handshake_timeout */
     struct list closing_q;      /* close sent or lingering, by close_timeout */

@@ -8,6 +8,7 @@
 int ev_loop_init(struct ev_loop *loop, unsigned max_events)
 {
     loop->max_events = max_events;
+    loop->now = ev_now_ms();
     loop->events = calloc(max_events, sizeof(*loop->events));
     loop->epfd = epoll_create1(EPOLL_CLOEXEC);
     if (loop->events == NULL || loop->epfd < 0) {
@@ -56,6 +57,9 @@ void ev_del(struct ev_loop *loop, struct ev_io *io)
 int ev_poll(struct ev_loop *loop, int timeout_ms)
 {
     int n = epoll_wait(loop->epfd, loop->events, (int)loop->max_events, timeout_ms);
+    /* Before any callback: deadlines set by callbacks must not start from
+     * a time that is as old as the wait was long. */
+    loop->now = ev_now_ms();
     if (n < 0)
         return errno == EINTR ? 0 : -1;
     for (int i = 0; i < n; i++) {

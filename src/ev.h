@@ -17,6 +17,7 @@ struct ev_io {
 };
 
 struct ev_loop {
+    uint64_t now;           /* ev_now_ms() when the last wait returned */
     int epfd;
     unsigned max_events;
     struct epoll_event *events;
@@ -28,8 +29,9 @@ int  ev_add(struct ev_loop *loop, struct ev_io *io, uint32_t events);
 /* No system call when the interest is unchanged. */
 int  ev_mod(struct ev_loop *loop, struct ev_io *io, uint32_t events);
 void ev_del(struct ev_loop *loop, struct ev_io *io);
-/* Waits up to timeout_ms (-1: forever) and runs the callbacks of ready
- * descriptors. Returns how many were ready, 0 on timeout or EINTR. */
+/* Waits up to timeout_ms (-1: forever), updates loop->now, and runs the
+ * callbacks of ready descriptors. Returns how many were ready, 0 on
+ * timeout or EINTR. */
 int  ev_poll(struct ev_loop *loop, int timeout_ms);
 /* Monotonic milliseconds. */
 uint64_t ev_now_ms(void);

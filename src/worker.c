@@ -49,10 +49,10 @@ static int accept_error(int err)
 {
     if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM) {
         /* Out of descriptors: retrying at once would spin the loop. */
-        W.accept_retry_at = W.env.now + ACCEPT_RETRY_MS;
-        if (W.env.now - W.emfile_logged_at >= 1000 || W.emfile_logged_at == 0) {
+        W.accept_retry_at = W.loop.now + ACCEPT_RETRY_MS;
+        if (W.loop.now - W.emfile_logged_at >= 1000 || W.emfile_logged_at == 0) {
             log_warn("accept: %s; pausing accepts for %d ms", strerror(err), ACCEPT_RETRY_MS);
-            W.emfile_logged_at = W.env.now;
+            W.emfile_logged_at = W.loop.now;
         }
     } else {
         log_error("accept: %s", strerror(err));
@@ -113,7 +113,7 @@ static void drain_start(uint16_t code, int take_queue, const char *why)
     }
     W.draining = 1;
     W.drain_code = code;
-    W.drain_deadline = W.env.now + W.a->cf->shutdown_timeout_ms;
+    W.drain_deadline = W.loop.now + W.a->cf->shutdown_timeout_ms;
     close_listeners(take_queue);
     proctitle_set("wsechod: worker process #%u gen %u draining", W.a->slot, W.a->generation);
     log_info("worker #%u gen %u draining (%s): %u connections, up to %llu ms",
@@ -197,7 +197,7 @@ static int next_timeout(void)
     if (W.draining && !W.closing_sent && (d == 0 || W.drain_deadline < d))
         d = W.drain_deadline;
     if (d != 0) {
-        int td = d <= W.env.now ? 0 : (int)(d - W.env.now);
+        int td = d <= W.loop.now ? 0 : (int)(d - W.loop.now);
         if (t < 0 || td < t)
             t = td;
     }
@@ -206,13 +206,13 @@ static int next_timeout(void)
 
 static void run_worker_timers(void)
 {
-    if (W.accept_retry_at && W.accept_retry_at <= W.env.now) {
+    if (W.accept_retry_at && W.accept_retry_at <= W.loop.now) {
         W.accept_retry_at = 0;
         for (size_t i = 0; i < W.a->nlisten; i++)
             if (W.ls[i].io.fd >= 0)
                 accept_all(W.ls[i].io.fd);
     }
-    if (W.draining && !W.closing_sent && W.drain_deadline <= W.env.now) {
+    if (W.draining && !W.closing_sent && W.drain_deadline <= W.loop.now) {
         W.closing_sent = 1;
         log_info("worker #%u gen %u: shutdown_timeout reached, closing %u connections with %u",
                  W.a->slot, W.a->generation, W.env.nconns, W.drain_code);
@@ -234,7 +234,6 @@ void worker_main(const struct worker_args *a)
             log_error("epoll_wait: %s", strerror(errno));
             break;
         }
-        W.env.now = ev_now_ms();
         conn_run_ready(&W.env);
         conn_expire_timers(&W.env);
         run_worker_timers();
