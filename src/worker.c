@@ -87,7 +87,10 @@ static void accept_all(int lfd)
         set_nodelay(fd);
         /* Over the limit, still answer 503 to a bounded number of extra
          * clients so they learn why; beyond that, just close. */
-        int full = W.env.nconns >= cf->worker_connections;
+        /* Once every client has been told to go, a latecomer would never
+         * be: answer it instead (only reachable through a retired socket
+         * whose queue outlived the grace period). */
+        int full = W.env.nconns >= cf->worker_connections || W.closing_sent;
         if (full && W.env.nconns >= cf->worker_connections + cf->worker_connections / 8 + 16)
             close(fd);
         else
@@ -122,6 +125,11 @@ static void drain_start(uint16_t code, int retire, const char *why)
     if (W.draining) {
         if (code == 1001)
             W.drain_code = 1001; /* a stop overrides a reload's 1012 */
+        if (!retire && W.retire_at) {
+            /* Our retired socket serves a new worker again: leave it to it. */
+            W.retire_at = 0;
+            close_listeners(0);
+        }
         return;
     }
     W.draining = 1;
