@@ -263,7 +263,9 @@ static void drain_step(void)
     if (W.spread_total == 0 && (W.spread_total = W.env.nconns) == 0)
         return;
     uint64_t span = W.drain_deadline - W.spread_start;
-    unsigned target = (unsigned)(((now - W.spread_start) * W.spread_total + span - 1) / span);
+    /* The k-th of N closes at k/N of the window: one connection alone is
+     * served for the whole shutdown_timeout. */
+    unsigned target = (unsigned)((now - W.spread_start) * W.spread_total / span);
     if (target > W.spread_done) {
         conn_close_oldest(&W.env, W.drain_code, target - W.spread_done);
         W.spread_done = target;
