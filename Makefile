@@ -16,7 +16,7 @@ OBJS     := $(SRCS:%.c=build/obj/%.o)
 SAN_OBJS := $(SRCS:%.c=build/asan/%.o)
 PYTEST   := /usr/bin/python3 -m pytest
 
-.PHONY: all deps run test clean
+.PHONY: all deps run test clean bench
 all: build/wsechod
 
 deps:
@@ -43,6 +43,14 @@ run: deps
 test: deps
 	@$(MAKE) --no-print-directory build/wsechod build/wsechod-asan
 	WSECHOD_BIN=build/wsechod-asan $(PYTEST) -q t/
+
+# Benchmark harness (not part of the server, not run by `make test`):
+# build/wsbench is the load generator, scripts/bench runs the comparison.
+bench: build/wsbench
+
+build/wsbench: scripts/wsbench.c
+	@mkdir -p build
+	$(CC) $(filter-out -MMD -MP,$(CFLAGS)) -pthread $(LDFLAGS) -o $@ $< -lcrypto
 
 clean:
 	rm -rf build
