@@ -233,6 +233,7 @@ struct thr {
     _Atomic uint64_t pub[ST_N];
     uint64_t hist[HBUCKETS];
     uint64_t hist_n;
+    atomic_int ack; /* last phase this thread has acted on */
 };
 
 enum phase { P_CONNECT, P_RUN, P_POKE, P_DRAIN, P_CLOSE, P_EXIT };
@@ -1018,6 +1019,7 @@ static void *thread_main(void *arg)
                 }
             }
             publish(t);
+            atomic_store(&t->ack, ph);
         }
         /* start connections, at most max_pending in progress per thread */
         int may_connect = (ph == P_CONNECT && O.mode != M_CONNRATE) ||
@@ -1432,7 +1434,23 @@ static int all_settled(void) { return total(ST_SETTLED) >= (uint64_t)O.conns; }
 static int none_inflight(void) { return total(ST_INFLIGHT) == 0; }
 static int none_open(void) { return total(ST_OPEN) == 0; }
 
-static void set_phase(int p) { atomic_store(&g_phase, p); }
+/* Sets the phase and waits (at most 2 s) until every thread has acted on
+ * it, so that a short phase is not skipped. */
+static void set_phase(int p)
+{
+    atomic_store(&g_phase, p);
+    if (p == P_EXIT)
+        return;
+    for (int i = 0; i < 2000; i++) {
+        int all = 1;
+        for (int k = 0; k < O.threads; k++)
+            all &= atomic_load(&thr[k].ack) == p;
+        if (all)
+            return;
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+    }
+}
 
 int main(int argc, char **argv)
 {
@@ -1498,6 +1516,7 @@ int main(int argc, char **argv)
     for (int i = 0; i < O.threads; i++) {
         struct thr *t = &thr[i];
         t->id = i;
+        atomic_store(&t->ack, -1);
         t->rng = seed + (uint64_t)i * 0x1234567ull;
         t->ep = epoll_create1(EPOLL_CLOEXEC);
         if (t->ep < 0)
@@ -1531,7 +1550,7 @@ int main(int argc, char **argv)
     long tcpmem0 = tcp_mem_pages();
 
     t0_ns = last_prog_ns = now_ns();
-    set_phase(O.mode == M_CONNRATE ? P_RUN : P_CONNECT);
+    atomic_store(&g_phase, O.mode == M_CONNRATE ? P_RUN : P_CONNECT);
     for (int i = 0; i < O.threads; i++)
         if (pthread_create(&thr[i].tid, NULL, thread_main, &thr[i]))
             die("pthread_create failed");
