@@ -21,7 +21,7 @@ OBJS     := $(SRCS:%.c=build/obj/%.o)
 SAN_OBJS := $(SRCS:%.c=build/asan/%.o)
 PYTEST   := /usr/bin/python3 -m pytest
 
-.PHONY: all deps run test clean install uninstall
+.PHONY: all deps run test clean install uninstall bench
 all: build/wsechod
 
 deps:
@@ -70,6 +70,14 @@ uninstall:
 	      $(DESTDIR)$(SYSCONFDIR)/logrotate.d/wsechod $(DESTDIR)$(DOCDIR)/README.md \
 	      $(DESTDIR)$(SYSCONFDIR)/wsechod/wsechod.yaml
 	-rmdir $(DESTDIR)$(DOCDIR) $(DESTDIR)$(SYSCONFDIR)/wsechod 2>/dev/null
+
+# Benchmark harness (not part of the server, not run by `make test`):
+# build/wsbench is the load generator, scripts/bench runs the comparison.
+bench: build/wsbench
+
+build/wsbench: scripts/wsbench.c
+	@mkdir -p build
+	$(CC) $(filter-out -MMD -MP,$(CFLAGS)) -pthread $(LDFLAGS) -o $@ $< -lcrypto
 
 clean:
 	rm -rf build
