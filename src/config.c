@@ -363,6 +363,54 @@ static int parse_affinity(struct parse *p, yaml_node_t *n, struct config *cf, co
     return 0;
 }
 
+static void strings_free(char **v, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(v[i]);
+    free(v);
+}
+
+/* A list of non-empty strings without spaces or commas, or "*" (any). */
+static int parse_strings(struct parse *p, yaml_node_t *n, const struct key *k,
+                         char ***out, size_t *nout)
+{
+    if (n->type == YAML_SCALAR_NODE && strcmp((char *)n->data.scalar.value, "*") == 0)
+        return 0;
+    if (n->type != YAML_SEQUENCE_NODE)
+        return fail(p, n, "%s: expected a list of strings or \"*\"", k->name);
+    for (yaml_node_item_t *it = n->data.sequence.items.start;
+         it < n->data.sequence.items.top; it++) {
+        yaml_node_t *item = yaml_document_get_node(&p->doc, *it);
+        const char *s = scalar(p, item, k->name);
+        if (s == NULL)
+            return -1;
+        if (*s == '\0' || strpbrk(s, " \t,") != NULL)
+            return fail(p, item, "%s: '%s' must be one token, no spaces or commas", k->name, s);
+        char **grown = realloc(*out, (*nout + 1) * sizeof(*grown));
+        if (grown == NULL || (grown[*nout] = strdup(s)) == NULL) {
+            if (grown)
+                *out = grown;
+            return fail(p, item, "%s: out of memory", k->name);
+        }
+        *out = grown;
+        (*nout)++;
+    }
+    return 0;
+}
+
+static int parse_origins(struct parse *p, yaml_node_t *n, struct config *cf, const struct key *k)
+{
+    return parse_strings(p, n, k, &cf->origins, &cf->norigins);
+}
+
+static int parse_subprotocols(struct parse *p, yaml_node_t *n, struct config *cf,
+                              const struct key *k)
+{
+    if (n->type == YAML_SCALAR_NODE)
+        return fail(p, n, "%s: expected a list of protocol names", k->name);
+    return parse_strings(p, n, k, &cf->subprotocols, &cf->nsubprotocols);
+}
+
 #define OFF(f) offsetof(struct config, f)
 static const struct key keys[] = {
     { "worker_processes",   parse_workers,   0, 1, 512 },
@@ -383,6 +431,12 @@ static const struct key keys[] = {
     { "group",              parse_group,     0, 0, 0 },
     { "worker_rlimit_nofile", parse_uint,    OFF(worker_rlimit_nofile), 0, 1 << 24 },
     { "worker_cpu_affinity", parse_affinity, 0, 0, 0 },
+    { "max_frame_size",     parse_size,      OFF(max_frame_size), 1, 1 << 30 },
+    { "idle_timeout",       parse_duration,  OFF(idle_timeout_ms), 0, 86400000 },
+    { "ping_interval",      parse_duration,  OFF(ping_interval_ms), 0, 86400000 },
+    { "send_timeout",       parse_duration,  OFF(send_timeout_ms), 100, 3600000 },
+    { "allowed_origins",    parse_origins,   0, 0, 0 },
+    { "subprotocols",       parse_subprotocols, 0, 0, 0 },
     { "routes",             parse_routes,    0, 0, 0 },
 };
 #define NKEYS (sizeof(keys) / sizeof(keys[0]))
@@ -402,6 +456,10 @@ static int defaults(struct config *cf)
     cf->max_message_size = 16 << 20;
     cf->max_pending_output = 1 << 20;
     cf->drain_spread_ms = 1000;
+    cf->max_frame_size = 16 << 20;
+    cf->idle_timeout_ms = 120000;
+    cf->ping_interval_ms = 30000;
+    cf->send_timeout_ms = 30000;
     cf->uid = getuid();
     cf->gid = getgid();
     cf->listen = calloc(1, sizeof(*cf->listen));
@@ -427,6 +485,8 @@ static int check_whole(struct parse *p, struct config *cf)
     }
     if (p->group_set && cf->user == NULL)
         return fail(p, p->group_set, "group: needs 'user' too");
+    if (cf->idle_timeout_ms && cf->ping_interval_ms >= cf->idle_timeout_ms)
+        cf->ping_interval_ms = 0; /* no time to ping before giving up */
     return 0;
 }
 
@@ -514,6 +574,8 @@ void config_free(struct config *cf)
     free(cf->pid_file);
     free(cf->error_log);
     free(cf->user);
+    strings_free(cf->origins, cf->norigins);
+    strings_free(cf->subprotocols, cf->nsubprotocols);
     free(cf->file);
     free(cf);
 }

@@ -42,6 +42,14 @@ struct config {
     size_t max_message_size;
     size_t max_pending_output;
     uint64_t drain_spread_ms;
+    size_t max_frame_size;
+    uint64_t idle_timeout_ms;   /* 0: never */
+    uint64_t ping_interval_ms;  /* 0: no keepalive pings */
+    uint64_t send_timeout_ms;
+    char **origins;             /* NULL: any Origin */
+    size_t norigins;
+    char **subprotocols;
+    size_t nsubprotocols;
     char *user;                 /* NULL: keep the master's identity */
     uid_t uid;
     gid_t gid;

@@ -23,7 +23,8 @@ struct conn {
     struct ev_io io;
     struct conn_env *env;
     struct list link;       /* env->all while alive, env->dead_q after */
-    struct list tlink;      /* handshake_q or closing_q */
+    struct list tlink;      /* env->timers[queue] */
+    enum conn_queue queue;
     struct list rlink;      /* ready_q */
     uint64_t deadline;
     enum conn_state state;
@@ -46,17 +47,36 @@ void conn_env_init(struct conn_env *env, const struct config *cf, struct ev_loop
     env->cf = cf;
     env->loop = loop;
     list_init(&env->all);
-    list_init(&env->handshake_q);
-    list_init(&env->closing_q);
+    for (int q = 0; q < CONN_Q_COUNT; q++)
+        list_init(&env->timers[q]);
     list_init(&env->ready_q);
     list_init(&env->dead_q);
 }
 
-static void timer_set(struct conn *c, struct list *q, uint64_t timeout_ms)
+static void timer_set(struct conn *c, enum conn_queue q, uint64_t timeout_ms)
 {
     list_remove(&c->tlink);
+    c->queue = q;
     c->deadline = c->env->loop->now + timeout_ms;
-    list_append(q, &c->tlink);
+    list_append(&c->env->timers[q], &c->tlink);
+}
+
+static void timer_clear(struct conn *c)
+{
+    list_remove(&c->tlink);
+    c->queue = CONN_Q_NONE;
+}
+
+/* An open WebSocket was heard from: restart its keepalive clock. */
+static void keepalive_reset(struct conn *c)
+{
+    const struct config *cf = c->env->cf;
+    if (cf->ping_interval_ms)
+        timer_set(c, CONN_Q_PING, cf->ping_interval_ms);
+    else if (cf->idle_timeout_ms)
+        timer_set(c, CONN_Q_IDLE, cf->idle_timeout_ms);
+    else
+        timer_clear(c);
 }
 
 static const char *peer_name(int fd, char *buf, size_t len)
@@ -90,7 +110,7 @@ static void conn_close(struct conn *c)
     c->in = c->out = NULL;
     c->req = NULL;
     c->state = CONN_DEAD;
-    list_remove(&c->tlink);
+    timer_clear(c);
     list_remove(&c->rlink);
     list_remove(&c->link);
     list_append(&c->env->dead_q, &c->link);
@@ -178,9 +198,40 @@ static void respond(struct conn *c, int status, const char *reason)
              status, reason);
     http_end(c);
     c->state = CONN_LINGER;
-    timer_set(c, &c->env->closing_q, c->env->cf->close_timeout_ms);
+    timer_set(c, CONN_Q_CLOSING, c->env->cf->close_timeout_ms);
     if (out_send(c, buf, n) == 0)
         linger_step(c);
+}
+
+/* The WebSocket is over: the module hears of it now, the socket lingers
+ * until the peer closes (unread input at close() would send RST and could
+ * destroy our close frame). */
+static void ws_finish(struct conn *c, int broken)
+{
+    if (broken) {
+        conn_close(c);
+        return;
+    }
+    ws_free(c->ws);
+    c->ws = NULL;
+    c->state = CONN_LINGER;
+    if (c->queue != CONN_Q_CLOSING)
+        timer_set(c, CONN_Q_CLOSING, c->env->cf->close_timeout_ms);
+    linger_step(c);
+}
+
+static void ws_timers(struct conn *c, unsigned f)
+{
+    const struct config *cf = c->env->cf;
+    if (f & WS_CLOSING) {
+        if (c->queue != CONN_Q_CLOSING)
+            timer_set(c, CONN_Q_CLOSING, cf->close_timeout_ms);
+    } else if (f & WS_STALLED) {
+        if (c->queue != CONN_Q_STALL)
+            timer_set(c, CONN_Q_STALL, cf->send_timeout_ms);
+    } else if ((f & WS_ACTIVE) || c->queue == CONN_Q_STALL || c->queue == CONN_Q_NONE) {
+        keepalive_reset(c);
+    }
 }
 
 static void ws_step(struct conn *c)
@@ -189,7 +240,7 @@ static void ws_step(struct conn *c)
         return; /* the 101 response must leave before any frame */
     unsigned f = ws_run(c->ws);
     if (f & WS_DONE) {
-        conn_close(c);
+        ws_finish(c, f & WS_BROKEN);
         return;
     }
     want_write(c, f & WS_WANT_WRITE);
@@ -197,22 +248,21 @@ static void ws_step(struct conn *c)
         return;
     if ((f & WS_AGAIN) && !list_linked(&c->rlink))
         list_append(&c->env->ready_q, &c->rlink);
-    if ((f & WS_CLOSING) && !list_linked(&c->tlink))
-        timer_set(c, &c->env->closing_q, c->env->cf->close_timeout_ms);
+    ws_timers(c, f);
 }
 
-static void upgrade(struct conn *c, const struct config_route *route, size_t end)
+static void upgrade(struct conn *c, const struct http_verdict *v, size_t end)
 {
-    char buf[256];
-    size_t n = http_upgrade_response(c->req, c->in, buf, sizeof(buf));
+    char buf[1024];
+    size_t n = http_upgrade_response(c->req, c->in, v, buf, sizeof(buf));
     size_t rest = c->in_len - end;
     /* Frames pipelined behind the request belong to the WebSocket. */
     memmove(c->in, c->in + end, rest);
     char *pending = c->in;
     c->in = NULL;
     http_end(c);
-    list_remove(&c->tlink);
-    c->ws = n ? ws_open(c->io.fd, c->env->cf, route->module, pending, rest) : NULL;
+    timer_clear(c);
+    c->ws = n ? ws_open(c->io.fd, c->env->cf, v->route->module, pending, rest) : NULL;
     if (c->ws == NULL) {
         if (n)
             log_error("out of memory for a WebSocket");
@@ -237,7 +287,7 @@ static void http_complete(struct conn *c, size_t end)
     if (v.status != 101)
         respond(c, v.status, v.reason);
     else
-        upgrade(c, v.route, end);
+        upgrade(c, &v, end);
 }
 
 static int http_buffers(struct conn *c)
@@ -323,50 +373,70 @@ int conn_accept(struct conn_env *env, int fd, int reject_status)
     }
     list_append(&env->all, &c->link);
     env->nconns++;
-    timer_set(c, &env->handshake_q, env->cf->handshake_timeout_ms);
+    timer_set(c, CONN_Q_HANDSHAKE, env->cf->handshake_timeout_ms);
     return 0;
 }
 
-static void expire_handshakes(struct conn_env *env)
+static void expire(struct conn *c, enum conn_queue q)
 {
-    while (!list_empty(&env->handshake_q)) {
-        struct conn *c = list_entry(env->handshake_q.next, struct conn, tlink);
-        if (c->deadline > env->loop->now)
-            return;
+    const struct config *cf = c->env->cf;
+    switch (q) {
+    case CONN_Q_HANDSHAKE:
         respond(c, 408, "handshake not completed in time");
-    }
-}
-
-static void expire_closing(struct conn_env *env)
-{
-    while (!list_empty(&env->closing_q)) {
-        struct conn *c = list_entry(env->closing_q.next, struct conn, tlink);
-        if (c->deadline > env->loop->now)
-            return;
+        break;
+    case CONN_Q_PING:
+        /* Silent for ping_interval: ask. An answer (or anything) resets. */
+        if (cf->idle_timeout_ms)
+            timer_set(c, CONN_Q_IDLE, cf->idle_timeout_ms - cf->ping_interval_ms);
+        else
+            timer_set(c, CONN_Q_PING, cf->ping_interval_ms);
+        ws_ping(c->ws);
+        ws_step(c);
+        break;
+    case CONN_Q_IDLE:
+        ws_close(c->ws, 1001, "idle timeout");
+        ws_step(c);
+        break;
+    case CONN_Q_STALL:
+        /* The peer sends but does not read: its close frame may never get
+         * through either; close_timeout then drops the connection. */
+        ws_close(c->ws, 1008, "not reading");
+        ws_step(c);
+        break;
+    default:
         conn_close(c);
+        break;
     }
 }
 
 void conn_expire_timers(struct conn_env *env)
 {
-    expire_handshakes(env);
-    expire_closing(env);
-}
-
-static uint64_t head_deadline(const struct list *q)
-{
-    return list_empty(q) ? UINT64_MAX : list_entry(q->next, struct conn, tlink)->deadline;
+    for (int q = CONN_Q_HANDSHAKE; q < CONN_Q_COUNT; q++) {
+        struct list *head = &env->timers[q];
+        while (!list_empty(head)) {
+            struct conn *c = list_entry(head->next, struct conn, tlink);
+            if (c->deadline > env->loop->now)
+                break;
+            timer_clear(c); /* whatever expire does, it is off this queue */
+            expire(c, (enum conn_queue)q);
+        }
+    }
 }
 
 int conn_next_timeout(const struct conn_env *env)
 {
+    uint64_t d = UINT64_MAX;
     if (!list_empty(&env->ready_q))
         return 0;
-    uint64_t a = head_deadline(&env->handshake_q), b = head_deadline(&env->closing_q);
-    uint64_t d = a < b ? a : b;
+    for (int q = CONN_Q_HANDSHAKE; q < CONN_Q_COUNT; q++) {
+        const struct list *head = &env->timers[q];
+        if (!list_empty(head) && list_entry(head->next, struct conn, tlink)->deadline < d)
+            d = list_entry(head->next, struct conn, tlink)->deadline;
+    }
     if (d == UINT64_MAX)
         return -1;
-    return d <= env->loop->now ? 0 : d - env->loop->now > 60000 ? 60000 : (int)(d - env->loop->now);
+    uint64_t now = env->loop->now;
+    return d <= now ? 0 : d - now > 60000 ? 60000 : (int)(d - now);
 }
 
 void conn_run_ready(struct conn_env *env)
@@ -396,7 +466,7 @@ static const char *close_reason(uint16_t code)
 /* Starts the close handshake; 0 if c was not an open WebSocket. */
 static int ws_start_close(struct conn *c, uint16_t code)
 {
-    if (c->state != CONN_WS || list_linked(&c->tlink))
+    if (c->state != CONN_WS || c->queue == CONN_Q_CLOSING)
         return 0; /* a handshake, a lingering error, or already closing */
     ws_close(c->ws, code, close_reason(code));
     ws_step(c);

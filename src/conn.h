@@ -10,15 +10,25 @@
 
 struct config;
 
-/* What one worker shares with its connections. The timer queues hold
- * connections in deadline order because each has one fixed timeout:
- * appending keeps them sorted, so expiry is O(1) per connection. */
+/* Timer queues. A connection waits in at most one. Each queue has one
+ * fixed timeout, so appending keeps it in deadline order and expiry costs
+ * O(1) per connection. */
+enum conn_queue {
+    CONN_Q_NONE,
+    CONN_Q_HANDSHAKE,   /* HTTP phase: handshake_timeout, then 408 */
+    CONN_Q_PING,        /* open, heard from: ping_interval, then a ping */
+    CONN_Q_IDLE,        /* open, silent: idle_timeout, then close 1001 */
+    CONN_Q_STALL,       /* not reading its echoes: send_timeout, then 1008 */
+    CONN_Q_CLOSING,     /* close sent or lingering: close_timeout, then drop */
+    CONN_Q_COUNT
+};
+
+/* What one worker shares with its connections. */
 struct conn_env {
     const struct config *cf;
     struct ev_loop *loop;
     struct list all;            /* every live connection */
-    struct list handshake_q;    /* HTTP phase, by handshake_timeout */
-    struct list closing_q;      /* close sent or lingering, by close_timeout */
+    struct list timers[CONN_Q_COUNT];
     struct list ready_q;        /* yielded with input left: run next iteration */
     struct list dead_q;         /* closed during this iteration: freed after it */
     unsigned nconns;
@@ -29,7 +39,7 @@ void conn_env_init(struct conn_env *env, const struct config *cf, struct ev_loop
 /* Takes ownership of the accepted socket fd. A non-zero reject status
  * (503) answers the handshake with that status instead of upgrading. */
 int  conn_accept(struct conn_env *env, int fd, int reject_status);
-/* Deadlines: every connection in both timer queues whose time has come. */
+/* Deadlines: every connection in the timer queues whose time has come. */
 void conn_expire_timers(struct conn_env *env);
 /* Milliseconds until the next connection deadline, or -1 if none. */
 int  conn_next_timeout(const struct conn_env *env);

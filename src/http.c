@@ -17,6 +17,8 @@ static const char *const hdr_names[HDR_COUNT] = {
     [HDR_WS_VERSION] = "sec-websocket-version",
     [HDR_CONTENT_LENGTH] = "content-length",
     [HDR_TRANSFER_ENCODING] = "transfer-encoding",
+    [HDR_ORIGIN] = "origin",
+    [HDR_WS_PROTOCOL] = "sec-websocket-protocol",
 };
 
 static struct http_req *req_of(http_parser *p)
@@ -236,21 +238,63 @@ static int check_headers(const struct http_req *r, const char *buf, struct http_
         return verdict(v, 400, "Upgrade header must be 'websocket'");
     if (!r->conn_upgrade)
         return verdict(v, 400, "Connection header must include 'Upgrade'");
+    if (n[HDR_WS_VERSION] > 1)
+        return verdict(v, 400, "duplicate Sec-WebSocket-Version header");
     if (n[HDR_WS_VERSION] != 1 || !span_is(buf, trim(buf, r->hdr[HDR_WS_VERSION]), "13"))
         return verdict(v, 426, "unsupported Sec-WebSocket-Version (13 required)");
     if (n[HDR_WS_KEY] != 1 || !valid_key(buf, trim(buf, r->hdr[HDR_WS_KEY])))
         return verdict(v, 400, "missing or invalid Sec-WebSocket-Key");
     if (n[HDR_TRANSFER_ENCODING] || (n[HDR_CONTENT_LENGTH] && r->parser.content_length))
         return verdict(v, 400, "a WebSocket handshake has no body");
+    if (n[HDR_ORIGIN] > 1)
+        return verdict(v, 400, "duplicate Origin header");
     return 0;
+}
+
+/* An absent Origin is allowed: non-browser clients do not send one, and
+ * Origin only protects browsers' users. */
+static int check_origin(const struct http_req *r, const char *buf,
+                        const struct config *cf, struct http_verdict *v)
+{
+    if (cf->origins == NULL || r->count[HDR_ORIGIN] == 0)
+        return 0;
+    struct http_span o = trim(buf, r->hdr[HDR_ORIGIN]);
+    for (size_t i = 0; i < cf->norigins; i++)
+        if (strlen(cf->origins[i]) == o.len && memcmp(cf->origins[i], buf + o.off, o.len) == 0)
+            return 0;
+    return verdict(v, 403, "Origin not allowed");
+}
+
+/* The first protocol the client offers that we serve, in its order. */
+static const char *choose_protocol(const struct http_req *r, const char *buf,
+                                   const struct config *cf)
+{
+    struct http_span s = r->hdr[HDR_WS_PROTOCOL];
+    uint32_t end = s.off + s.len, start = s.off;
+    if (r->count[HDR_WS_PROTOCOL] == 0)
+        return NULL;
+    for (uint32_t i = s.off; i <= end; i++) {
+        if (i < end && buf[i] != ',')
+            continue;
+        struct http_span item = trim(buf, (struct http_span){ start, i - start });
+        for (size_t k = 0; k < cf->nsubprotocols; k++)
+            if (span_is(buf, item, cf->subprotocols[k]) &&
+                memcmp(buf + item.off, cf->subprotocols[k], item.len) == 0)
+                return cf->subprotocols[k];
+        start = i + 1;
+    }
+    return NULL;
 }
 
 void http_req_check(const struct http_req *r, const char *buf,
                     const struct config *cf, struct http_verdict *v)
 {
     memset(v, 0, sizeof(*v));
-    if (check_target(r, buf, cf, v) == 0 && check_headers(r, buf, v) == 0)
+    if (check_target(r, buf, cf, v) == 0 && check_headers(r, buf, v) == 0 &&
+        check_origin(r, buf, cf, v) == 0) {
         verdict(v, 101, "Switching Protocols");
+        v->protocol = choose_protocol(r, buf, cf);
+    }
 }
 
 static const char *status_text(int status)
@@ -284,7 +328,7 @@ size_t http_error_response(int status, const char *reason, char *out, size_t cap
 }
 
 size_t http_upgrade_response(const struct http_req *r, const char *buf,
-                             char *out, size_t cap)
+                             const struct http_verdict *v, char *out, size_t cap)
 {
     static const char guid[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
     struct http_span key = trim(buf, r->hdr[HDR_WS_KEY]);
@@ -300,7 +344,9 @@ size_t http_upgrade_response(const struct http_req *r, const char *buf,
                      "HTTP/1.1 101 Switching Protocols\r\n"
                      "Upgrade: websocket\r\n"
                      "Connection: Upgrade\r\n"
-                     "Sec-WebSocket-Accept: %s\r\n\r\n",
-                     accept);
+                     "Sec-WebSocket-Accept: %s\r\n"
+                     "%s%s%s\r\n",
+                     accept, v->protocol ? "Sec-WebSocket-Protocol: " : "",
+                     v->protocol ? v->protocol : "", v->protocol ? "\r\n" : "");
     return n < 0 || (size_t)n >= cap ? 0 : (size_t)n;
 }

@@ -16,7 +16,7 @@ struct http_span {
 
 enum http_hdr {
     HDR_HOST, HDR_UPGRADE, HDR_CONNECTION, HDR_WS_KEY, HDR_WS_VERSION,
-    HDR_CONTENT_LENGTH, HDR_TRANSFER_ENCODING, HDR_COUNT
+    HDR_CONTENT_LENGTH, HDR_TRANSFER_ENCODING, HDR_ORIGIN, HDR_WS_PROTOCOL, HDR_COUNT
 };
 
 struct http_req {
@@ -36,6 +36,7 @@ struct http_verdict {
     int status;                         /* 101 on success */
     const char *reason;                 /* short text for the error body */
     const struct config_route *route;
+    const char *protocol;               /* the chosen subprotocol, or NULL */
 };
 
 void http_req_init(struct http_req *r);
@@ -51,6 +52,6 @@ void http_req_check(const struct http_req *r, const char *buf,
 /* Write a complete response into out[0..cap) and return its length. */
 size_t http_error_response(int status, const char *reason, char *out, size_t cap);
 size_t http_upgrade_response(const struct http_req *r, const char *buf,
-                             char *out, size_t cap);
+                             const struct http_verdict *v, char *out, size_t cap);
 
 #endif

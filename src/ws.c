@@ -8,6 +8,7 @@
 #include <wslay/wslay.h>
 
 #include "config.h"
+#include "frame.h"
 
 /* Rounds of read+write per ws_run before yielding to other connections. */
 #define WS_ROUNDS 4
@@ -23,34 +24,14 @@ struct ws_conn {
     char *rbuf;             /* read ahead, freed whenever it empties */
     size_t rpos, rlen, rcap;
     uint64_t frame_left;    /* bytes of the current frame not yet given to wslay */
+    struct frame_seq seq;
+    struct frame_limits lim;
     enum { BLOCK_NONE, BLOCK_OUTPUT, BLOCK_CLOSE } blocked; /* why reading stopped */
+    uint16_t close_received;/* the peer's close code (1005: none given) */
     unsigned failed : 1;    /* socket error or EOF without a close frame */
-    unsigned closing : 1;   /* ws_close was called */
+    unsigned closing : 1;   /* a close frame is queued or sent */
+    unsigned active : 1;    /* bytes arrived during this ws_run */
 };
-
-/* Size of a complete frame header at p, 0 if more bytes are needed. */
-static size_t frame_header(const uint8_t *p, size_t avail, uint64_t *frame_len, int *opcode)
-{
-    size_t h = 2;
-    uint64_t plen;
-    if (avail < 2)
-        return 0;
-    plen = p[1] & 0x7f;
-    h += plen == 126 ? 2 : plen == 127 ? 8 : 0;
-    h += (p[1] & 0x80) ? 4 : 0;
-    if (avail < h)
-        return 0;
-    if (plen == 126) {
-        plen = (uint64_t)p[2] << 8 | p[3];
-    } else if (plen == 127) {
-        plen = 0;
-        for (int i = 2; i < 10; i++)
-            plen = plen << 8 | p[i];
-    }
-    *opcode = p[0] & 0x0f;
-    *frame_len = plen > UINT64_MAX - h ? UINT64_MAX : h + plen;
-    return h;
-}
 
 /* 1: bytes were read, 0: would block, -1: EOF or error. */
 static int fill(struct ws_conn *w)
@@ -72,6 +53,7 @@ static int fill(struct ws_conn *w)
         ssize_t n = read(w->fd, w->rbuf + w->rlen, w->rcap - w->rlen);
         if (n > 0) {
             w->rlen += (size_t)n;
+            w->active = 1;
             return 1;
         }
         if (n < 0 && errno == EINTR)
@@ -92,27 +74,70 @@ static ssize_t would_block(wslay_event_context_ptr ctx, struct ws_conn *w)
     return -1;
 }
 
-/* Hands wslay the bytes of one frame at a time, so that we see every frame
- * header before wslay does and can stop in front of it. */
+/* Fails the connection: close frame with code, read nothing more. */
+static ssize_t fail(wslay_event_context_ptr ctx, struct ws_conn *w, uint16_t code)
+{
+    w->closing = 1;
+    (void)wslay_event_queue_close(ctx, code, NULL, 0);
+    wslay_event_shutdown_read(ctx);
+    return would_block(ctx, w);
+}
+
+/* A whole close frame is in rbuf: validate it and answer it ourselves
+ * (wslay would refuse the registered codes 1012-1014). */
+static ssize_t on_close_frame(wslay_event_context_ptr ctx, struct ws_conn *w,
+                              const struct frame_info *fi)
+{
+    uint16_t code;
+    uint16_t bad = frame_close_check(fi, (uint8_t *)w->rbuf + w->rpos + fi->header_len, &code);
+    w->rpos += fi->header_len + (size_t)fi->payload_len;
+    if (bad)
+        return fail(ctx, w, bad);
+    w->close_received = code ? code : 1005;
+    return fail(ctx, w, code); /* echo the peer's code, or an empty close */
+}
+
+/* Judges the frame at the head of rbuf. 1: hand it to wslay; 0: more bytes
+ * needed; -1: stop reading (recv_cb returns *ret). */
+static int gate(wslay_event_context_ptr ctx, struct ws_conn *w, ssize_t *ret)
+{
+    struct frame_info fi;
+    size_t avail = w->rlen - w->rpos;
+    int h = frame_parse((uint8_t *)w->rbuf + w->rpos, avail, &fi);
+    uint16_t code = h < 0 ? 1002 : h == 0 ? 0 : frame_check(&w->seq, &fi, &w->lim);
+    if (code) {
+        *ret = fail(ctx, w, code);
+        return -1;
+    }
+    if (h == 0 || (fi.opcode == FRAME_CLOSE && avail < (size_t)h + fi.payload_len))
+        return 0;
+    if (fi.opcode == FRAME_CLOSE) {
+        /* wslay sends control frames before queued data: let the echoes
+         * of earlier messages leave before the close is answered. */
+        if (wslay_event_get_queued_msg_count(ctx)) {
+            w->blocked = BLOCK_CLOSE;
+            *ret = would_block(ctx, w);
+        } else {
+            *ret = on_close_frame(ctx, w, &fi);
+        }
+        return -1;
+    }
+    w->frame_left = (uint64_t)h + fi.payload_len;
+    return 1;
+}
+
+/* Hands wslay the bytes of one frame at a time, so that every frame header
+ * is judged before wslay sees it and reading can stop in front of it. */
 static ssize_t recv_cb(wslay_event_context_ptr ctx, uint8_t *buf, size_t len,
                        int flags, void *user)
 {
     struct ws_conn *w = user;
+    ssize_t ret;
     (void)flags;
     for (;;) {
         size_t avail = w->rlen - w->rpos;
-        uint64_t frame_len;
-        int opcode;
-        if (w->frame_left == 0 &&
-            frame_header((uint8_t *)w->rbuf + w->rpos, avail, &frame_len, &opcode)) {
-            /* wslay sends control frames before queued data: let the echoes
-             * of earlier messages leave before it answers a close. */
-            if (opcode == WSLAY_CONNECTION_CLOSE && wslay_event_get_queued_msg_count(ctx)) {
-                w->blocked = BLOCK_CLOSE;
-                return would_block(ctx, w);
-            }
-            w->frame_left = frame_len;
-        }
+        if (w->frame_left == 0 && avail > 0 && gate(ctx, w, &ret) < 0)
+            return ret;
         if (w->frame_left > 0 && avail > 0) {
             size_t n = avail < len ? avail : len;
             n = n < w->frame_left ? n : (size_t)w->frame_left;
@@ -187,6 +212,8 @@ struct ws_conn *ws_open(int fd, const struct config *cf, const struct module *m,
     w->module = m;
     w->fd = fd;
     w->max_pending = cf->max_pending_output;
+    w->lim.max_frame = cf->max_frame_size;
+    w->lim.max_message = cf->max_message_size;
     w->rbuf = len ? pending : NULL;
     w->rlen = w->rcap = len;
     if (len == 0)
@@ -199,11 +226,14 @@ struct ws_conn *ws_open(int fd, const struct config *cf, const struct module *m,
 static unsigned status(struct ws_conn *w)
 {
     int reading = wslay_event_want_read(w->ctx), writing = wslay_event_want_write(w->ctx);
-    if (w->failed || (!reading && !writing))
-        return WS_DONE;
+    unsigned f = (w->active ? WS_ACTIVE : 0) | (w->blocked == BLOCK_OUTPUT ? WS_STALLED : 0);
+    if (w->failed)
+        return f | WS_DONE | WS_BROKEN;
+    if (!reading && !writing)
+        return f | WS_DONE;
     /* wslay stops reading once it has queued a close (peer's or error). */
     int closing = w->closing || !reading || wslay_event_get_close_sent(w->ctx);
-    return (writing ? WS_WANT_WRITE : 0) | (closing ? WS_CLOSING : 0);
+    return f | (writing ? WS_WANT_WRITE : 0) | (closing ? WS_CLOSING : 0);
 }
 
 /* Reading stopped for output to drain; has it drained enough? */
@@ -216,12 +246,13 @@ static int unblocked(struct ws_conn *w)
 
 unsigned ws_run(struct ws_conn *w)
 {
+    w->active = 0;
     for (int round = 0; round < WS_ROUNDS; round++) {
         w->blocked = BLOCK_NONE;
         if (wslay_event_want_read(w->ctx) && wslay_event_recv(w->ctx) != 0)
-            return WS_DONE;
+            return WS_DONE | WS_BROKEN;
         if (wslay_event_want_write(w->ctx) && wslay_event_send(w->ctx) != 0)
-            return WS_DONE;
+            return WS_DONE | WS_BROKEN;
         /* With edge-triggered epoll nobody else will tell us to read again. */
         if (!unblocked(w))
             return status(w);
@@ -232,9 +263,7 @@ unsigned ws_run(struct ws_conn *w)
 void ws_free(struct ws_conn *w)
 {
     if (w->module->on_close) {
-        uint16_t code = wslay_event_get_close_received(w->ctx)
-                        ? wslay_event_get_status_code_received(w->ctx) : 1006;
-        w->module->on_close(w, code);
+        w->module->on_close(w, w->close_received ? w->close_received : 1006);
     }
     wslay_event_context_free(w->ctx);
     free(w->rbuf);
@@ -253,6 +282,12 @@ void ws_close(struct ws_conn *w, uint16_t code, const char *reason)
     w->closing = 1;
     /* Ignored when a close is already queued or sent: the first one stands. */
     (void)wslay_event_queue_close(w->ctx, code, (const uint8_t *)reason, len > 123 ? 123 : len);
+}
+
+void ws_ping(struct ws_conn *w)
+{
+    struct wslay_event_msg msg = { .opcode = WSLAY_PING, .msg = NULL, .msg_length = 0 };
+    (void)wslay_event_queue_msg(w->ctx, &msg);
 }
 
 void *ws_data(struct ws_conn *w)

@@ -14,7 +14,10 @@ enum {
     WS_WANT_WRITE = 1 << 0, /* output is queued: wait for EPOLLOUT */
     WS_AGAIN      = 1 << 1, /* gave up the CPU with input left: run again soon */
     WS_CLOSING    = 1 << 2, /* our close frame is out: waiting for the peer's */
-    WS_DONE       = 1 << 3, /* finished or failed: close the TCP connection */
+    WS_DONE       = 1 << 3, /* finished: end the TCP connection */
+    WS_BROKEN     = 1 << 4, /* ...and the socket failed: no lingering */
+    WS_ACTIVE     = 1 << 5, /* bytes arrived from the peer */
+    WS_STALLED    = 1 << 6, /* reading paused: the peer does not read its echoes */
 };
 
 /* Takes ownership of pending[0..len): bytes that arrived with the handshake.
@@ -23,6 +26,8 @@ struct ws_conn *ws_open(int fd, const struct config *cf, const struct module *m,
                         char *pending, size_t len);
 /* Reads, dispatches, writes; returns WS_* flags. */
 unsigned ws_run(struct ws_conn *w);
+/* Queues a keepalive ping. */
+void ws_ping(struct ws_conn *w);
 /* Calls the module's on_close and frees everything (not the socket). */
 void ws_free(struct ws_conn *w);
 

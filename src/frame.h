@@ -1,0 +1,46 @@
+/* RFC 6455 section 5 rules that can be judged from a frame header and the
+ * frames before it, applied before wslay sees a frame. Pure functions, no
+ * I/O: easy to test and fuzz. */
+#ifndef WSECHOD_FRAME_H
+#define WSECHOD_FRAME_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+enum { FRAME_CONT = 0, FRAME_TEXT = 1, FRAME_BINARY = 2,
+       FRAME_CLOSE = 8, FRAME_PING = 9, FRAME_PONG = 10 };
+
+struct frame_info {
+    int fin, opcode, masked;
+    unsigned rsv;
+    uint64_t payload_len;
+    size_t header_len;
+    uint8_t mask[4];
+};
+
+/* What the previous frames of the connection leave behind. */
+struct frame_seq {
+    uint64_t message_len;   /* bytes of the data message in progress */
+    unsigned in_message : 1;
+};
+
+struct frame_limits {
+    uint64_t max_frame;
+    uint64_t max_message;
+};
+
+/* Parses a header at p. Returns its length (filling *fi), 0 if more bytes
+ * are needed, or -1 if the header itself breaks the protocol. */
+int frame_parse(const uint8_t *p, size_t avail, struct frame_info *fi);
+/* Judges a client frame in sequence; returns 0, or the close code to fail
+ * the connection with (1002 protocol error, 1009 too big). */
+uint16_t frame_check(struct frame_seq *seq, const struct frame_info *fi,
+                     const struct frame_limits *lim);
+/* Judges a whole close frame's (masked) payload. Returns 0 and the code to
+ * echo in *code (0: none), or the close code to fail with (1002, 1007). */
+uint16_t frame_close_check(const struct frame_info *fi, const uint8_t *payload,
+                           uint16_t *code);
+/* Codes a peer may send (RFC 6455 7.4 and the IANA registry). */
+int frame_code_allowed(unsigned code);
+
+#endif
