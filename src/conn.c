@@ -14,6 +14,8 @@
 #include "ws.h"
 
 #define EV_BASE (EPOLLIN | EPOLLRDHUP | EPOLLET)
+/* First size of the request buffer. */
+#define HTTP_IN_START 1024
 /* A lingering peer may send this much before we stop being polite. */
 #define LINGER_MAX_BYTES (1u << 20)
 
@@ -32,7 +34,7 @@ struct conn {
     unsigned shut_wr : 1;
     size_t lingered;
     char *in;               /* request bytes (HTTP phase only) */
-    size_t in_len;
+    size_t in_len, in_cap;
     char *out;              /* response bytes the socket did not take yet */
     size_t out_len, out_pos;
     struct http_req *req;
@@ -294,12 +296,29 @@ static int http_buffers(struct conn *c)
 {
     if (c->in != NULL)
         return 0;
-    /* One byte over the limit tells "too large" from "exactly full". */
-    c->in = malloc(c->env->cf->max_header_size + 1);
+    /* Most requests are a few hundred bytes: start small, grow to the limit. */
+    c->in_cap = HTTP_IN_START < c->env->cf->max_header_size + 1
+                ? HTTP_IN_START : c->env->cf->max_header_size + 1;
+    c->in = malloc(c->in_cap);
     c->req = malloc(sizeof(*c->req));
     if (c->in == NULL || c->req == NULL)
         return -1;
     http_req_init(c->req);
+    return 0;
+}
+
+/* Room to read into: doubles the buffer up to max_header_size + 1 (one byte
+ * over the limit tells "too large" from "exactly full"). */
+static int http_room(struct conn *c, size_t cap)
+{
+    if (c->in_len < c->in_cap)
+        return 0;
+    size_t grown = c->in_cap * 2 < cap ? c->in_cap * 2 : cap;
+    char *in = realloc(c->in, grown);
+    if (in == NULL)
+        return -1;
+    c->in = in;
+    c->in_cap = grown;
     return 0;
 }
 
@@ -311,7 +330,11 @@ static void http_step(struct conn *c)
         return;
     }
     while (c->in_len < cap) {
-        ssize_t n = read(c->io.fd, c->in + c->in_len, cap - c->in_len);
+        if (http_room(c, cap) < 0) {
+            conn_close(c);
+            return;
+        }
+        ssize_t n = read(c->io.fd, c->in + c->in_len, c->in_cap - c->in_len);
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))

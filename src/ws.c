@@ -14,28 +14,43 @@
 #define WS_ROUNDS 4
 /* Read-ahead buffer, allocated only while bytes are waiting in it. */
 #define WS_RBUF_SIZE 16384
+/* wslay hands a frame's header and payload over in separate calls: they are
+ * gathered here, per worker, and written with one system call per wake-up.
+ * Only the connection being run uses it, and it is empty between runs. */
+#define WS_WBUF_SIZE 65536
+static uint8_t wbuf[WS_WBUF_SIZE];
+static size_t wbuf_len;
+static int wbuf_short;  /* send_cb took less than offered: wslay stops then */
 
 struct ws_conn {
+    /* Exists only while a message, an echo or a close is in progress: an
+     * idle connection holds none of wslay's ~4 KiB of buffers. */
     wslay_event_context_ptr ctx;
+    const struct config *cf;
     const struct module *module;
     void *data;
-    int fd;
-    size_t max_pending;
     char *rbuf;             /* read ahead, freed whenever it empties */
-    size_t rpos, rlen, rcap;
+    char *wpend;            /* output the socket did not take yet */
+    uint32_t wpend_len, wpend_pos;
     uint64_t frame_left;    /* bytes of the current frame not yet given to wslay */
     struct frame_seq seq;
-    struct frame_limits lim;
-    enum { BLOCK_NONE, BLOCK_OUTPUT, BLOCK_CLOSE } blocked; /* why reading stopped */
+    uint32_t rpos, rlen, rcap;
+    int fd;
     uint16_t close_received;/* the peer's close code (1005: none given) */
+    uint8_t blocked;        /* BLOCK_*: why reading stopped */
     unsigned failed : 1;    /* socket error or EOF without a close frame */
     unsigned closing : 1;   /* a close frame is queued or sent */
     unsigned active : 1;    /* bytes arrived during this ws_run */
+    unsigned drained : 1;   /* a short read emptied the socket this run */
 };
+
+enum { BLOCK_NONE, BLOCK_OUTPUT, BLOCK_CLOSE };
 
 /* 1: bytes were read, 0: would block, -1: EOF or error. */
 static int fill(struct ws_conn *w)
 {
+    if (w->drained)
+        return 0; /* new bytes will raise a new edge-triggered event */
     if (w->rcap < WS_RBUF_SIZE) {
         /* The handshake's leftovers came in a buffer of their own size. */
         char *grown = realloc(w->rbuf, WS_RBUF_SIZE);
@@ -50,10 +65,13 @@ static int fill(struct ws_conn *w)
         w->rpos = 0;
     }
     for (;;) {
-        ssize_t n = read(w->fd, w->rbuf + w->rlen, w->rcap - w->rlen);
+        size_t room = w->rcap - w->rlen;
+        ssize_t n = read(w->fd, w->rbuf + w->rlen, room);
         if (n > 0) {
-            w->rlen += (size_t)n;
+            w->rlen += (uint32_t)n;
             w->active = 1;
+            /* A short read emptied the receive queue: skip the EAGAIN read. */
+            w->drained = (size_t)n < room;
             return 1;
         }
         if (n < 0 && errno == EINTR)
@@ -90,7 +108,7 @@ static ssize_t on_close_frame(wslay_event_context_ptr ctx, struct ws_conn *w,
 {
     uint16_t code;
     uint16_t bad = frame_close_check(fi, (uint8_t *)w->rbuf + w->rpos + fi->header_len, &code);
-    w->rpos += fi->header_len + (size_t)fi->payload_len;
+    w->rpos += (uint32_t)(fi->header_len + fi->payload_len);
     if (bad)
         return fail(ctx, w, bad);
     w->close_received = code ? code : 1005;
@@ -104,7 +122,8 @@ static int gate(wslay_event_context_ptr ctx, struct ws_conn *w, ssize_t *ret)
     struct frame_info fi;
     size_t avail = w->rlen - w->rpos;
     int h = frame_parse((uint8_t *)w->rbuf + w->rpos, avail, &fi);
-    uint16_t code = h < 0 ? 1002 : h == 0 ? 0 : frame_check(&w->seq, &fi, &w->lim);
+    struct frame_limits lim = { w->cf->max_frame_size, w->cf->max_message_size };
+    uint16_t code = h < 0 ? 1002 : h == 0 ? 0 : frame_check(&w->seq, &fi, &lim);
     if (code) {
         *ret = fail(ctx, w, code);
         return -1;
@@ -142,12 +161,12 @@ static ssize_t recv_cb(wslay_event_context_ptr ctx, uint8_t *buf, size_t len,
             size_t n = avail < len ? avail : len;
             n = n < w->frame_left ? n : (size_t)w->frame_left;
             memcpy(buf, w->rbuf + w->rpos, n);
-            w->rpos += n;
+            w->rpos += (uint32_t)n;
             w->frame_left -= n;
             return (ssize_t)n;
         }
         /* Backpressure: a peer that sends but does not read stops being read. */
-        if (wslay_event_get_queued_msg_length(ctx) > w->max_pending) {
+        if (wslay_event_get_queued_msg_length(ctx) > w->cf->max_pending_output) {
             w->blocked = BLOCK_OUTPUT;
             return would_block(ctx, w);
         }
@@ -162,25 +181,77 @@ static ssize_t recv_cb(wslay_event_context_ptr ctx, uint8_t *buf, size_t len,
     }
 }
 
+/* Writes what was gathered; what the socket does not take waits in wpend.
+ * -1 if the socket failed. */
+static int flush(struct ws_conn *w)
+{
+    size_t off = 0;
+    while (off < wbuf_len) {
+        ssize_t n = send(w->fd, wbuf + off, wbuf_len - off, MSG_NOSIGNAL);
+        if (n > 0)
+            off += (size_t)n;
+        else if (n < 0 && errno == EINTR)
+            continue;
+        else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            break;
+        else
+            w->failed = 1;
+        if (w->failed)
+            break;
+    }
+    if (!w->failed && off < wbuf_len) {
+        if ((w->wpend = malloc(wbuf_len - off)) == NULL) {
+            w->failed = 1;
+        } else {
+            memcpy(w->wpend, wbuf + off, wbuf_len - off);
+            w->wpend_len = (uint32_t)(wbuf_len - off);
+            w->wpend_pos = 0;
+        }
+    }
+    wbuf_len = 0;
+    return w->failed ? -1 : 0;
+}
+
+/* 0: nothing left; 1: the socket is full; -1: it failed. */
+static int flush_pending(struct ws_conn *w)
+{
+    while (w->wpend_pos < w->wpend_len) {
+        ssize_t n = send(w->fd, w->wpend + w->wpend_pos, w->wpend_len - w->wpend_pos,
+                         MSG_NOSIGNAL);
+        if (n > 0)
+            w->wpend_pos += (uint32_t)n;
+        else if (n < 0 && errno == EINTR)
+            continue;
+        else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return 1;
+        else
+            return w->failed = 1, -1;
+    }
+    free(w->wpend);
+    w->wpend = NULL;
+    w->wpend_len = w->wpend_pos = 0;
+    return 0;
+}
+
 static ssize_t send_cb(wslay_event_context_ptr ctx, const uint8_t *data, size_t len,
                        int flags, void *user)
 {
     struct ws_conn *w = user;
     (void)flags;
-    for (;;) {
-        ssize_t n = send(w->fd, data, len, MSG_NOSIGNAL);
-        if (n >= 0)
-            return n;
-        if (errno == EINTR)
-            continue;
-        if (errno == EAGAIN || errno == EWOULDBLOCK) {
-            wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
-            return -1;
-        }
-        w->failed = 1;
+    if (w->wpend == NULL && wbuf_len == WS_WBUF_SIZE && flush(w) < 0) {
         wslay_event_set_error(ctx, WSLAY_ERR_CALLBACK_FAILURE);
         return -1;
     }
+    if (w->wpend != NULL) {
+        /* Order matters: nothing new until the older bytes are out. */
+        wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
+        return -1;
+    }
+    size_t n = len < WS_WBUF_SIZE - wbuf_len ? len : WS_WBUF_SIZE - wbuf_len;
+    wbuf_short = n < len;
+    memcpy(wbuf + wbuf_len, data, n);
+    wbuf_len += n;
+    return (ssize_t)n;
 }
 
 static void on_msg(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_recv_arg *arg,
@@ -199,23 +270,41 @@ static const struct wslay_event_callbacks callbacks = {
     .on_msg_recv_callback = on_msg,
 };
 
+static int ctx_get(struct ws_conn *w)
+{
+    if (w->ctx != NULL)
+        return 0;
+    if (wslay_event_context_server_init(&w->ctx, &callbacks, w) != 0) {
+        w->ctx = NULL;
+        return -1;
+    }
+    wslay_event_config_set_max_recv_msg_length(w->ctx, w->cf->max_message_size);
+    return 0;
+}
+
+/* Between messages wslay holds nothing we need: give its memory back. */
+static void ctx_put_if_idle(struct ws_conn *w)
+{
+    if (w->ctx != NULL && !w->closing && w->frame_left == 0 && !w->seq.in_message &&
+        wslay_event_get_queued_msg_count(w->ctx) == 0) {
+        wslay_event_context_free(w->ctx);
+        w->ctx = NULL;
+    }
+}
+
 struct ws_conn *ws_open(int fd, const struct config *cf, const struct module *m,
                         char *pending, size_t len)
 {
     struct ws_conn *w = calloc(1, sizeof(*w));
-    if (w == NULL || wslay_event_context_server_init(&w->ctx, &callbacks, w) != 0) {
-        free(w);
+    if (w == NULL) {
         free(pending);
         return NULL;
     }
-    wslay_event_config_set_max_recv_msg_length(w->ctx, cf->max_message_size);
+    w->cf = cf;
     w->module = m;
     w->fd = fd;
-    w->max_pending = cf->max_pending_output;
-    w->lim.max_frame = cf->max_frame_size;
-    w->lim.max_message = cf->max_message_size;
     w->rbuf = len ? pending : NULL;
-    w->rlen = w->rcap = len;
+    w->rlen = w->rcap = (uint32_t)len;
     if (len == 0)
         free(pending);
     if (m->on_open && m->on_open(w) != 0)
@@ -225,39 +314,67 @@ struct ws_conn *ws_open(int fd, const struct config *cf, const struct module *m,
 
 static unsigned status(struct ws_conn *w)
 {
-    int reading = wslay_event_want_read(w->ctx), writing = wslay_event_want_write(w->ctx);
+    int reading = w->ctx ? wslay_event_want_read(w->ctx) : 1;
+    int writing = (w->ctx && wslay_event_want_write(w->ctx)) || w->wpend != NULL;
     unsigned f = (w->active ? WS_ACTIVE : 0) | (w->blocked == BLOCK_OUTPUT ? WS_STALLED : 0);
     if (w->failed)
         return f | WS_DONE | WS_BROKEN;
     if (!reading && !writing)
         return f | WS_DONE;
     /* wslay stops reading once it has queued a close (peer's or error). */
-    int closing = w->closing || !reading || wslay_event_get_close_sent(w->ctx);
+    int closing = w->closing || !reading || (w->ctx && wslay_event_get_close_sent(w->ctx));
     return f | (writing ? WS_WANT_WRITE : 0) | (closing ? WS_CLOSING : 0);
+}
+
+/* wslay treats a short write as a full socket and stops; only the socket
+ * saying so (output left in wpend) should stop us. */
+static int send_all(struct ws_conn *w)
+{
+    while (w->wpend == NULL && wslay_event_want_write(w->ctx)) {
+        wbuf_short = 0;
+        int r = wslay_event_send(w->ctx);
+        if (flush(w) < 0 || r != 0)
+            return -1;
+        if (!wbuf_short)
+            break;
+    }
+    return 0;
 }
 
 /* Reading stopped for output to drain; has it drained enough? */
 static int unblocked(struct ws_conn *w)
 {
     if (w->blocked == BLOCK_OUTPUT)
-        return wslay_event_get_queued_msg_length(w->ctx) <= w->max_pending;
+        return wslay_event_get_queued_msg_length(w->ctx) <= w->cf->max_pending_output;
     return w->blocked == BLOCK_CLOSE && wslay_event_get_queued_msg_count(w->ctx) == 0;
 }
 
 unsigned ws_run(struct ws_conn *w)
 {
+    unsigned f;
     w->active = 0;
-    for (int round = 0; round < WS_ROUNDS; round++) {
+    w->drained = 0;
+    if (ctx_get(w) < 0)
+        return WS_DONE | WS_BROKEN;
+    for (int round = 0;; round++) {
         w->blocked = BLOCK_NONE;
         if (wslay_event_want_read(w->ctx) && wslay_event_recv(w->ctx) != 0)
             return WS_DONE | WS_BROKEN;
-        if (wslay_event_want_write(w->ctx) && wslay_event_send(w->ctx) != 0)
+        int pending = w->wpend != NULL ? flush_pending(w) : 0;
+        if (pending < 0 || send_all(w) < 0)
             return WS_DONE | WS_BROKEN;
         /* With edge-triggered epoll nobody else will tell us to read again. */
-        if (!unblocked(w))
-            return status(w);
+        if (!unblocked(w)) {
+            f = status(w);
+            break;
+        }
+        if (round + 1 == WS_ROUNDS) {
+            f = status(w) | WS_AGAIN;
+            break;
+        }
     }
-    return status(w) | WS_AGAIN;
+    ctx_put_if_idle(w);
+    return f;
 }
 
 void ws_free(struct ws_conn *w)
@@ -265,14 +382,18 @@ void ws_free(struct ws_conn *w)
     if (w->module->on_close) {
         w->module->on_close(w, w->close_received ? w->close_received : 1006);
     }
-    wslay_event_context_free(w->ctx);
+    if (w->ctx != NULL)
+        wslay_event_context_free(w->ctx);
     free(w->rbuf);
+    free(w->wpend);
     free(w);
 }
 
 int ws_send(struct ws_conn *w, enum ws_msg_type type, const uint8_t *data, size_t len)
 {
     struct wslay_event_msg msg = { .opcode = (uint8_t)type, .msg = data, .msg_length = len };
+    if (ctx_get(w) < 0)
+        return -1;
     return wslay_event_queue_msg(w->ctx, &msg) == 0 ? 0 : -1;
 }
 
@@ -280,6 +401,10 @@ void ws_close(struct ws_conn *w, uint16_t code, const char *reason)
 {
     size_t len = reason ? strlen(reason) : 0;
     w->closing = 1;
+    if (ctx_get(w) < 0) {
+        w->failed = 1; /* out of memory: drop the connection */
+        return;
+    }
     /* Ignored when a close is already queued or sent: the first one stands. */
     (void)wslay_event_queue_close(w->ctx, code, (const uint8_t *)reason, len > 123 ? 123 : len);
 }
@@ -287,7 +412,8 @@ void ws_close(struct ws_conn *w, uint16_t code, const char *reason)
 void ws_ping(struct ws_conn *w)
 {
     struct wslay_event_msg msg = { .opcode = WSLAY_PING, .msg = NULL, .msg_length = 0 };
-    (void)wslay_event_queue_msg(w->ctx, &msg);
+    if (ctx_get(w) == 0)
+        (void)wslay_event_queue_msg(w->ctx, &msg);
 }
 
 void *ws_data(struct ws_conn *w)
