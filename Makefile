@@ -2,9 +2,14 @@
 # fresh Debian 12 machine: they install missing packages first.
 
 VERSION  := 0.1.0
-PREFIX   ?= /usr/local
+PREFIX     ?= /usr/local
+SYSCONFDIR ?= /etc
+SBINDIR    := $(PREFIX)/sbin
+UNITDIR    ?= $(PREFIX)/lib/systemd/system
+DOCDIR     := $(PREFIX)/share/doc/wsechod
 CC       ?= gcc
-CPPFLAGS += -D_GNU_SOURCE -DWSECHOD_VERSION='"$(VERSION)"' -Isrc -Imodules
+CPPFLAGS += -D_GNU_SOURCE -DWSECHOD_VERSION='"$(VERSION)"' -Isrc -Imodules \
+            -DWSECHOD_CONF='"$(SYSCONFDIR)/wsechod/wsechod.yaml"'
 CFLAGS   ?= -O2 -g
 CFLAGS   += -std=c11 -Wall -Wextra -Werror -MMD -MP
 LDLIBS   += -lyaml -lhttp_parser -lwslay -lcrypto
@@ -16,7 +21,7 @@ OBJS     := $(SRCS:%.c=build/obj/%.o)
 SAN_OBJS := $(SRCS:%.c=build/asan/%.o)
 PYTEST   := /usr/bin/python3 -m pytest
 
-.PHONY: all deps run test clean
+.PHONY: all deps run test clean install uninstall bench
 all: build/wsechod
 
 deps:
@@ -43,6 +48,36 @@ run: deps
 test: deps
 	@$(MAKE) --no-print-directory build/wsechod build/wsechod-asan
 	WSECHOD_BIN=build/wsechod-asan $(PYTEST) -q t/
+
+# The installed config logs to /var/log/wsechod and keeps its pid in
+# /run/wsechod (the unit's LogsDirectory and RuntimeDirectory); an existing
+# config is never overwritten.
+install: build/wsechod
+	install -D -m 0755 build/wsechod $(DESTDIR)$(SBINDIR)/wsechod
+	install -d $(DESTDIR)$(SYSCONFDIR)/wsechod
+	test -e $(DESTDIR)$(SYSCONFDIR)/wsechod/wsechod.yaml || \
+	  sed -e 's#^pid_file:.*#pid_file: /run/wsechod/wsechod.pid#' \
+	      -e 's#^error_log:.*#error_log: /var/log/wsechod/error.log#' \
+	      conf/wsechod.yaml > $(DESTDIR)$(SYSCONFDIR)/wsechod/wsechod.yaml
+	install -d $(DESTDIR)$(UNITDIR)
+	sed -e 's#@SBINDIR@#$(SBINDIR)#g' -e 's#@SYSCONFDIR@#$(SYSCONFDIR)#g' \
+	    -e 's#@DOCDIR@#$(DOCDIR)#g' conf/wsechod.service > $(DESTDIR)$(UNITDIR)/wsechod.service
+	install -D -m 0644 conf/wsechod.logrotate $(DESTDIR)$(SYSCONFDIR)/logrotate.d/wsechod
+	install -D -m 0644 README.md $(DESTDIR)$(DOCDIR)/README.md
+
+uninstall:
+	rm -f $(DESTDIR)$(SBINDIR)/wsechod $(DESTDIR)$(UNITDIR)/wsechod.service \
+	      $(DESTDIR)$(SYSCONFDIR)/logrotate.d/wsechod $(DESTDIR)$(DOCDIR)/README.md \
+	      $(DESTDIR)$(SYSCONFDIR)/wsechod/wsechod.yaml
+	-rmdir $(DESTDIR)$(DOCDIR) $(DESTDIR)$(SYSCONFDIR)/wsechod 2>/dev/null
+
+# Benchmark harness (not part of the server, not run by `make test`):
+# build/wsbench is the load generator, scripts/bench runs the comparison.
+bench: build/wsbench
+
+build/wsbench: scripts/wsbench.c
+	@mkdir -p build
+	$(CC) $(filter-out -MMD -MP,$(CFLAGS)) -pthread $(LDFLAGS) -o $@ $< -lcrypto
 
 clean:
 	rm -rf build

@@ -2,6 +2,8 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <grp.h>
+#include <pwd.h>
 #include <netinet/in.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -17,6 +19,8 @@ struct parse {
     const char *file;
     yaml_document_t doc;
     char *err;
+    yaml_node_t *group_set;  /* the group key, if given */
+    yaml_node_t *spread;     /* the drain_spread value, if given */
 };
 
 struct key;
@@ -316,6 +320,49 @@ static int parse_routes(struct parse *p, yaml_node_t *n, struct config *cf, cons
     return 0;
 }
 
+static int parse_user(struct parse *p, yaml_node_t *n, struct config *cf, const struct key *k)
+{
+    const char *s = scalar(p, n, k->name);
+    if (s == NULL)
+        return -1;
+    struct passwd *pw = getpwnam(s);
+    if (pw == NULL)
+        return fail(p, n, "%s: unknown user '%s'", k->name, s);
+    char *copy = strdup(s);
+    if (copy == NULL)
+        return fail(p, n, "%s: out of memory", k->name);
+    free(cf->user);
+    cf->user = copy;
+    cf->uid = pw->pw_uid;
+    if (!p->group_set)
+        cf->gid = pw->pw_gid;
+    return 0;
+}
+
+static int parse_group(struct parse *p, yaml_node_t *n, struct config *cf, const struct key *k)
+{
+    const char *s = scalar(p, n, k->name);
+    if (s == NULL)
+        return -1;
+    struct group *gr = getgrnam(s);
+    if (gr == NULL)
+        return fail(p, n, "%s: unknown group '%s'", k->name, s);
+    cf->gid = gr->gr_gid;
+    p->group_set = n;
+    return 0;
+}
+
+static int parse_affinity(struct parse *p, yaml_node_t *n, struct config *cf, const struct key *k)
+{
+    const char *s = scalar(p, n, k->name);
+    if (s == NULL)
+        return -1;
+    if (strcmp(s, "auto") != 0 && strcmp(s, "off") != 0)
+        return fail(p, n, "%s: expected 'auto' or 'off', got '%s'", k->name, s);
+    cf->worker_cpu_affinity = strcmp(s, "auto") == 0;
+    return 0;
+}
+
 #define OFF(f) offsetof(struct config, f)
 static const struct key keys[] = {
     { "worker_processes",   parse_workers,   0, 1, 512 },
@@ -331,6 +378,11 @@ static const struct key keys[] = {
     { "max_header_size",    parse_size,      OFF(max_header_size), 256, 1 << 20 },
     { "max_message_size",   parse_size,      OFF(max_message_size), 1, 1 << 30 },
     { "max_pending_output", parse_size,      OFF(max_pending_output), 1024, 1 << 30 },
+    { "drain_spread",       parse_duration,  OFF(drain_spread_ms), 0, 3600000 },
+    { "user",               parse_user,      0, 0, 0 },
+    { "group",              parse_group,     0, 0, 0 },
+    { "worker_rlimit_nofile", parse_uint,    OFF(worker_rlimit_nofile), 0, 1 << 24 },
+    { "worker_cpu_affinity", parse_affinity, 0, 0, 0 },
     { "routes",             parse_routes,    0, 0, 0 },
 };
 #define NKEYS (sizeof(keys) / sizeof(keys[0]))
@@ -349,6 +401,9 @@ static int defaults(struct config *cf)
     cf->max_header_size = 8192;
     cf->max_message_size = 16 << 20;
     cf->max_pending_output = 1 << 20;
+    cf->drain_spread_ms = 1000;
+    cf->uid = getuid();
+    cf->gid = getgid();
     cf->listen = calloc(1, sizeof(*cf->listen));
     cf->routes = calloc(1, sizeof(*cf->routes));
     if (!cf->pid_file || !cf->error_log || !cf->listen || !cf->routes)
@@ -361,12 +416,26 @@ static int defaults(struct config *cf)
     return cf->routes[0].path ? 0 : -1;
 }
 
+/* Rules that involve more than one key. */
+static int check_whole(struct parse *p, struct config *cf)
+{
+    if (cf->drain_spread_ms > cf->shutdown_timeout_ms) {
+        if (p->spread)
+            return fail(p, p->spread, "drain_spread: must not exceed shutdown_timeout (%llu ms)",
+                        (unsigned long long)cf->shutdown_timeout_ms);
+        cf->drain_spread_ms = cf->shutdown_timeout_ms; /* the default yields */
+    }
+    if (p->group_set && cf->user == NULL)
+        return fail(p, p->group_set, "group: needs 'user' too");
+    return 0;
+}
+
 static int parse_root(struct parse *p, struct config *cf)
 {
     yaml_node_t *root = yaml_document_get_root_node(&p->doc);
     int seen[NKEYS] = { 0 };
     if (root == NULL)
-        return 0; /* an empty file: all defaults */
+        return check_whole(p, cf); /* an empty file: all defaults */
     if (root->type != YAML_MAPPING_NODE)
         return fail(p, root, "the configuration must be a mapping of keys to values");
     for (yaml_node_pair_t *pair = root->data.mapping.pairs.start;
@@ -382,10 +451,13 @@ static int parse_root(struct parse *p, struct config *cf)
             return fail(p, kn, "unknown key '%s'", name);
         if (seen[i]++)
             return fail(p, kn, "duplicate key '%s'", name);
-        if (keys[i].fn(p, yaml_document_get_node(&p->doc, pair->value), cf, &keys[i]) < 0)
+        yaml_node_t *vn = yaml_document_get_node(&p->doc, pair->value);
+        if (keys[i].fn(p, vn, cf, &keys[i]) < 0)
             return -1;
+        if (strcmp(name, "drain_spread") == 0)
+            p->spread = vn;
     }
-    return 0;
+    return check_whole(p, cf);
 }
 
 static int load_document(struct parse *p, FILE *f)
@@ -441,6 +513,7 @@ void config_free(struct config *cf)
     free(cf->listen);
     free(cf->pid_file);
     free(cf->error_log);
+    free(cf->user);
     free(cf->file);
     free(cf);
 }

@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
+#include <sys/types.h>
 
 #include "log.h"
 
@@ -40,6 +41,12 @@ struct config {
     size_t max_header_size;
     size_t max_message_size;
     size_t max_pending_output;
+    uint64_t drain_spread_ms;
+    char *user;                 /* NULL: keep the master's identity */
+    uid_t uid;
+    gid_t gid;
+    unsigned worker_rlimit_nofile; /* 0: leave the limit alone */
+    int worker_cpu_affinity;    /* 1: pin worker i to the i-th allowed CPU */
 };
 
 #define CONFIG_ERR_MAX 1024

@@ -388,19 +388,43 @@ void conn_run_ready(struct conn_env *env)
     }
 }
 
+static const char *close_reason(uint16_t code)
+{
+    return code == 1012 ? "server restarting" : "server shutting down";
+}
+
+/* Starts the close handshake; 0 if c was not an open WebSocket. */
+static int ws_start_close(struct conn *c, uint16_t code)
+{
+    if (c->state != CONN_WS || list_linked(&c->tlink))
+        return 0; /* a handshake, a lingering error, or already closing */
+    ws_close(c->ws, code, close_reason(code));
+    ws_step(c);
+    return 1;
+}
+
 void conn_close_all(struct conn_env *env, uint16_t code)
 {
-    const char *reason = code == 1012 ? "server restarting" : "server shutting down";
     struct list *it = env->all.next;
     while (it != &env->all) {
         struct conn *c = list_entry(it, struct conn, link);
         it = it->next; /* c may move to dead_q below */
-        if (c->state == CONN_HTTP) {
+        if (c->state == CONN_HTTP)
             conn_close(c);
-        } else if (c->state == CONN_WS && !list_linked(&c->tlink)) {
-            ws_close(c->ws, code, reason);
-            ws_step(c);
-        }
+        else
+            ws_start_close(c, code);
+    }
+}
+
+void conn_close_oldest(struct conn_env *env, uint16_t code, unsigned max)
+{
+    /* Visited connections go to the tail, so the next call starts with
+     * ones not yet told. */
+    for (unsigned seen = env->nconns; max > 0 && seen > 0 && !list_empty(&env->all); seen--) {
+        struct conn *c = list_entry(env->all.next, struct conn, link);
+        list_remove(&c->link);
+        list_append(&env->all, &c->link);
+        max -= (unsigned)ws_start_close(c, code);
     }
 }
 

@@ -38,6 +38,9 @@ void conn_run_ready(struct conn_env *env);
 /* Ends every connection: WebSockets get a close frame with code, pending
  * handshakes are closed. Connections then finish on their own. */
 void conn_close_all(struct conn_env *env, uint16_t code);
+/* Sends a close frame with code to up to max WebSockets, oldest first.
+ * Amortised O(1) per connection. */
+void conn_close_oldest(struct conn_env *env, uint16_t code, unsigned max);
 /* Frees what was closed during this iteration. */
 void conn_reap(struct conn_env *env);
 /* Closes and frees everything at once (fast exit). */

@@ -1,12 +1,15 @@
 #include "listener.h"
 
 #include <errno.h>
+#include <linux/filter.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
+
+#include "log.h"
 
 static int sock_open(const struct config_listen *a, unsigned backlog)
 {
@@ -29,116 +32,132 @@ static int sock_open(const struct config_listen *a, unsigned backlog)
     return fd;
 }
 
-static int take(struct listeners *reuse, const char *text, unsigned slot)
+/* New connections go to a random one of the first nactive sockets. */
+static int steer(const struct lgroup *g)
 {
-    if (reuse == NULL || slot >= reuse->nslots)
+    struct sock_filter code[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, (uint32_t)(SKF_AD_OFF + SKF_AD_RANDOM)),
+        BPF_STMT(BPF_ALU | BPF_MOD | BPF_K, g->nactive),
+        BPF_STMT(BPF_RET | BPF_A, 0),
+    };
+    struct sock_fprog prog = { .len = sizeof(code) / sizeof(code[0]), .filter = code };
+    return setsockopt(g->fds[0], SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, &prog, sizeof(prog));
+}
+
+static struct lgroup *find(struct listeners *ls, const char *text)
+{
+    for (size_t i = 0; ls != NULL && i < ls->ng; i++)
+        if (ls->g[i].fds != NULL && strcmp(ls->g[i].addr.text, text) == 0)
+            return &ls->g[i];
+    return NULL;
+}
+
+/* Grows g (a copy of an old group, or empty) to want active sockets.
+ * On failure closes only what it created. */
+static int group_fill(struct lgroup *g, unsigned want, unsigned backlog)
+{
+    unsigned had = g->n;
+    int *fds = realloc(g->fds, (want > had ? want : had ? had : 1) * sizeof(*fds));
+    if (fds == NULL)
         return -1;
-    for (size_t i = 0; i < reuse->naddr; i++) {
-        int *fd = &reuse->fds[slot * reuse->naddr + i];
-        if (*fd >= 0 && strcmp(reuse->addrs[i].text, text) == 0) {
-            int got = *fd;
-            *fd = -1;
-            return got;
-        }
-    }
-    return -1;
-}
-
-/* Hands back what open took, so a failed reload leaves reuse untouched. */
-static void give_back(struct listeners *out, struct listeners *reuse, const char *taken)
-{
-    for (unsigned s = 0; s < out->nslots; s++) {
-        for (size_t i = 0; i < out->naddr; i++) {
-            size_t k = s * out->naddr + i;
-            if (out->fds[k] < 0)
-                continue;
-            if (!taken[k]) {
-                close(out->fds[k]);
-                continue;
-            }
-            for (size_t j = 0; j < reuse->naddr; j++)
-                if (strcmp(reuse->addrs[j].text, out->addrs[i].text) == 0)
-                    reuse->fds[s * reuse->naddr + j] = out->fds[k];
-        }
-    }
-}
-
-static int fill(struct listeners *out, const struct config *cf, struct listeners *reuse,
-                char *taken, char *err, size_t errlen)
-{
-    for (unsigned s = 0; s < out->nslots; s++) {
-        for (size_t i = 0; i < out->naddr; i++) {
-            size_t k = s * out->naddr + i;
-            const struct config_listen *a = &out->addrs[i];
-            out->fds[k] = take(reuse, a->text, s);
-            taken[k] = out->fds[k] >= 0;
-            /* listen() again applies a changed backlog to a kept socket. */
-            if (taken[k] ? listen(out->fds[k], (int)cf->listen_backlog) == 0
-                         : (out->fds[k] = sock_open(a, cf->listen_backlog)) >= 0)
-                continue;
-            snprintf(err, errlen, "cannot listen on %s: %s", a->text, strerror(errno));
+    g->fds = fds;
+    for (; g->n < want; g->n++) {
+        if ((g->fds[g->n] = sock_open(&g->addr, backlog)) < 0) {
+            int saved = errno;
+            while (g->n > had)
+                close(g->fds[--g->n]);
+            errno = saved;
             return -1;
         }
     }
+    g->nactive = want;
+    /* listen() again applies a changed backlog to kept sockets. */
+    for (unsigned i = 0; i < had && i < want; i++)
+        listen(g->fds[i], (int)backlog);
     return 0;
 }
 
 int listeners_open(struct listeners *out, const struct config *cf,
                    struct listeners *reuse, char *err, size_t errlen)
 {
-    size_t n = cf->nlisten * cf->worker_processes;
-    memset(out, 0, sizeof(*out));
-    out->naddr = cf->nlisten;
-    out->nslots = cf->worker_processes;
-    out->addrs = malloc(cf->nlisten * sizeof(*out->addrs));
-    out->fds = malloc(n * sizeof(*out->fds));
-    char *taken = calloc(n, 1);
-    int rc = -1;
-    if (out->addrs == NULL || out->fds == NULL || taken == NULL) {
+    out->ng = cf->nlisten;
+    out->g = calloc(cf->nlisten, sizeof(*out->g));
+    if (out->g == NULL) {
         snprintf(err, errlen, "out of memory");
-        out->nslots = 0;
-    } else {
-        memcpy(out->addrs, cf->listen, cf->nlisten * sizeof(*out->addrs));
-        for (size_t k = 0; k < n; k++)
-            out->fds[k] = -1;
-        rc = fill(out, cf, reuse, taken, err, errlen);
-        if (rc < 0)
-            give_back(out, reuse, taken);
+        return -1;
     }
-    free(taken);
-    if (rc < 0) {
-        free(out->addrs);
-        free(out->fds);
-        memset(out, 0, sizeof(*out));
+    for (size_t i = 0; i < cf->nlisten; i++) {
+        struct lgroup *g = &out->g[i], *old = find(reuse, cf->listen[i].text);
+        g->addr = cf->listen[i];
+        if (old != NULL && (g->fds = malloc(old->n * sizeof(*g->fds))) != NULL) {
+            memcpy(g->fds, old->fds, old->n * sizeof(*g->fds));
+            g->n = old->n;
+        }
+        if ((old != NULL && g->fds == NULL) ||
+            group_fill(g, cf->worker_processes, cf->listen_backlog) < 0) {
+            snprintf(err, errlen, "cannot listen on %s: %s", g->addr.text, strerror(errno));
+            for (size_t j = 0; j <= i; j++) {
+                struct lgroup *o = find(reuse, out->g[j].addr.text);
+                /* Close what this call created; the old group keeps the rest. */
+                for (unsigned k = o ? o->n : 0; k < out->g[j].n; k++)
+                    close(out->g[j].fds[k]);
+                free(out->g[j].fds);
+            }
+            free(out->g);
+            out->g = NULL;
+            out->ng = 0;
+            return -1;
+        }
     }
-    return rc;
+    /* Commit: the old groups hand their sockets over. */
+    for (size_t i = 0; i < out->ng; i++) {
+        struct lgroup *old = find(reuse, out->g[i].addr.text);
+        if (old != NULL) {
+            free(old->fds);
+            old->fds = NULL;
+            old->n = old->nactive = 0;
+        }
+        if (steer(&out->g[i]) < 0)
+            log_warn("cannot steer connections on %s (%s): shrinking worker_processes "
+                     "may reset queued connections", out->g[i].addr.text, strerror(errno));
+    }
+    return 0;
 }
 
 void listeners_close(struct listeners *ls)
 {
-    for (size_t k = 0; k < ls->nslots * ls->naddr; k++)
-        if (ls->fds[k] >= 0)
-            close(ls->fds[k]);
-    free(ls->fds);
-    free(ls->addrs);
-    memset(ls, 0, sizeof(*ls));
+    for (size_t i = 0; i < ls->ng; i++) {
+        for (unsigned k = 0; k < ls->g[i].n; k++)
+            close(ls->g[i].fds[k]);
+        free(ls->g[i].fds);
+    }
+    free(ls->g);
+    ls->g = NULL;
+    ls->ng = 0;
+}
+
+void listeners_close_retired(struct listeners *ls)
+{
+    /* From the tail: the kernel fills a hole with its last socket, and
+     * closing the last one keeps every other index where it is. */
+    for (size_t i = 0; i < ls->ng; i++)
+        while (ls->g[i].n > ls->g[i].nactive)
+            close(ls->g[i].fds[--ls->g[i].n]);
 }
 
 void listeners_keep_slot(struct listeners *ls, unsigned slot)
 {
-    for (unsigned s = 0; s < ls->nslots; s++) {
-        if (s == slot)
-            continue;
-        for (size_t i = 0; i < ls->naddr; i++) {
-            int *fd = &ls->fds[s * ls->naddr + i];
-            if (*fd >= 0)
-                close(*fd);
-            *fd = -1;
+    for (size_t i = 0; i < ls->ng; i++) {
+        for (unsigned k = 0; k < ls->g[i].n; k++) {
+            if (k != slot && ls->g[i].fds[k] >= 0) {
+                close(ls->g[i].fds[k]);
+                ls->g[i].fds[k] = -1;
+            }
         }
     }
 }
 
-const int *listeners_slot_fds(const struct listeners *ls, unsigned slot)
+int listeners_fd(const struct listeners *ls, size_t addr, unsigned slot)
 {
-    return &ls->fds[slot * ls->naddr];
+    return ls->g[addr].fds[slot];
 }

@@ -1,6 +1,13 @@
-/* Listening sockets: one SO_REUSEPORT socket per listen address per worker
- * slot, created and kept by the master so that queued connections survive
- * worker restarts and reloads. */
+/* Listening sockets: for every listen address, a SO_REUSEPORT group with
+ * one socket per worker slot, created and kept by the master so queued
+ * connections survive worker restarts and reloads.
+ *
+ * Shrinking a group without losing its accept queues: a classic BPF program
+ * attached to the group picks sockets only among the first nactive entries
+ * of the kernel's socket array, so retired sockets stop receiving new
+ * connections while their old workers still accept what was queued. The
+ * master mirrors the kernel's array order (append on listen, close only
+ * from the tail) so that index i is always slot i's socket. */
 #ifndef WSECHOD_LISTENER_H
 #define WSECHOD_LISTENER_H
 
@@ -8,21 +15,28 @@
 
 #include "config.h"
 
-struct listeners {
-    struct config_listen *addrs; /* copy of the configured addresses */
-    size_t naddr;
-    unsigned nslots;
-    int *fds;                    /* fds[slot * naddr + addr], -1 if closed */
+struct lgroup {
+    struct config_listen addr;
+    int *fds;          /* kernel array order: fds[i] is slot i's socket */
+    unsigned n;        /* sockets open, retired ones included */
+    unsigned nactive;  /* fds[0..nactive) receive new connections */
 };
 
-/* Opens the sockets cf asks for, taking over any with the same address and
- * slot from reuse (which may be NULL). On error nothing is taken, err says
- * why and -1 is returned. */
+struct listeners {
+    struct lgroup *g;  /* one per listen address, in config order */
+    size_t ng;
+};
+
+/* Opens what cf asks for, taking over the groups of reuse with the same
+ * address (retired sockets are reactivated before new ones are made).
+ * On error nothing changes, err says why and -1 is returned. */
 int  listeners_open(struct listeners *out, const struct config *cf,
                     struct listeners *reuse, char *err, size_t errlen);
 void listeners_close(struct listeners *ls);
-/* In a worker: close the sockets of every other slot. */
+/* Closes the retired sockets, once no worker accepts on them any more. */
+void listeners_close_retired(struct listeners *ls);
+/* In a worker: close every socket but slot's. */
 void listeners_keep_slot(struct listeners *ls, unsigned slot);
-const int *listeners_slot_fds(const struct listeners *ls, unsigned slot);
+int  listeners_fd(const struct listeners *ls, size_t addr, unsigned slot);
 
 #endif

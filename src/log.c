@@ -56,6 +56,20 @@ int log_reopen(void)
     return 0;
 }
 
+void log_adopt(int fd)
+{
+    if (fd < 0)
+        return;
+    if (log_path[0] != '\0')
+        dup2(fd, log_fd);
+    close(fd);
+}
+
+int log_fd_get(void)
+{
+    return log_fd;
+}
+
 void log_set_level(enum log_level level)
 {
     min_level = level;

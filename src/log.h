@@ -9,6 +9,11 @@ enum log_level { LOGL_DEBUG, LOGL_INFO, LOGL_NOTICE, LOGL_WARN, LOGL_ERROR };
 int  log_open(const char *path);
 /* Reopens the current file (after logrotate renamed it). */
 int  log_reopen(void);
+/* Takes fd (the master's freshly reopened log) in place of the current
+ * file, keeping our descriptor number. Closes fd when logging to stderr. */
+void log_adopt(int fd);
+/* The descriptor log lines go to. */
+int  log_fd_get(void);
 void log_set_level(enum log_level level);
 int  log_level_parse(const char *name, enum log_level *out);
 int  log_enabled(enum log_level level);

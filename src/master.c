@@ -1,6 +1,8 @@
 #include "master.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,10 +12,12 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "channel.h"
 #include "config.h"
 #include "ev.h"
 #include "listener.h"
 #include "log.h"
+#include "notify.h"
 #include "pidfile.h"
 #include "proctitle.h"
 #include "worker.h"
@@ -24,6 +28,9 @@
 #define QUICK_DEATH_MS 5000
 #define BACKOFF_MIN_MS 200
 #define BACKOFF_MAX_MS 30000
+/* Generations alive at once: the current one and this many draining. A
+ * reload beyond that makes the oldest close its connections at once. */
+#define MAX_DRAINING_GENERATIONS 2
 
 enum wstate { W_RUNNING, W_DRAINING };
 
@@ -32,6 +39,7 @@ struct wproc {
     unsigned slot, generation;
     int channel;            /* master's end */
     enum wstate state;
+    int ready;              /* said it is serving */
     uint64_t started_ms;
     uint64_t kill_at_ms;    /* 0: no deadline */
 };
@@ -41,7 +49,7 @@ struct slot {
     unsigned backoff_ms;
 };
 
-static volatile sig_atomic_t sig_reload, sig_stop, sig_fast, sig_child, sig_reopen;
+static volatile sig_atomic_t sig_reload, sig_stop, sig_fast, sig_child, sig_reopen, sig_io;
 
 static struct {
     const char *conf_file;
@@ -53,6 +61,8 @@ static struct {
     struct slot *slots;
     int stopping;
     pid_t pid;
+    unsigned ncpus;             /* CPUs we may run on, for worker_cpu_affinity */
+    uint64_t reload_started_ms; /* 0: no generation waiting to be ready */
 } M;
 
 static void on_signal(int signo)
@@ -64,11 +74,14 @@ static void on_signal(int signo)
     case SIGINT:  sig_fast = 1; break;
     case SIGCHLD: sig_child = 1; break;
     case SIGUSR1: sig_reopen = 1; break;
+    case SIGIO:   sig_io = 1; break;
     default: break; /* SIGALRM: just wake up */
     }
 }
 
-static const int handled[] = { SIGHUP, SIGTERM, SIGQUIT, SIGINT, SIGCHLD, SIGUSR1, SIGALRM };
+static const int handled[] = {
+    SIGHUP, SIGTERM, SIGQUIT, SIGINT, SIGCHLD, SIGUSR1, SIGALRM, SIGIO,
+};
 
 static void signals_init(void)
 {
@@ -97,27 +110,44 @@ static void describe_exit(int status, char *buf, size_t len)
         snprintf(buf, len, "exited with status %d", WEXITSTATUS(status));
 }
 
+static void tell_fd(struct wproc *w, char cmd, int fd)
+{
+    if (channel_send(w->channel, cmd, fd) < 0)
+        log_warn("cannot reach worker %d: %s", (int)w->pid, strerror(errno));
+}
+
 static void tell(struct wproc *w, char cmd)
 {
-    if (w->channel >= 0 && send(w->channel, &cmd, 1, MSG_NOSIGNAL | MSG_DONTWAIT) != 1)
-        log_warn("cannot reach worker %d: %s", (int)w->pid, strerror(errno));
+    tell_fd(w, cmd, -1);
 }
 
 static void child_start(unsigned slot, int channel)
 {
+    int fds[M.cf->nlisten];
     /* Keep only this slot's sockets and our own channel end. */
     for (size_t i = 0; i < M.nw; i++)
         close(M.w[i].channel);
     listeners_keep_slot(&M.ls, slot);
+    for (size_t i = 0; i < M.cf->nlisten; i++)
+        fds[i] = listeners_fd(&M.ls, i, slot);
     struct worker_args a = {
         .cf = M.cf,
         .slot = slot,
         .generation = M.generation,
-        .listen_fds = listeners_slot_fds(&M.ls, slot),
+        .listen_fds = fds,
         .nlisten = M.cf->nlisten,
+        .ncpus = M.ncpus,
         .channel = channel,
     };
     worker_main(&a);
+}
+
+/* Readiness and EOF on the master's channel ends arrive as SIGIO. */
+static void channel_watch(int fd)
+{
+    if (fcntl(fd, F_SETOWN, M.pid) < 0 ||
+        fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_ASYNC | O_NONBLOCK) < 0)
+        log_warn("channel: cannot enable SIGIO: %s", strerror(errno));
 }
 
 static int spawn(unsigned slot)
@@ -127,7 +157,7 @@ static int spawn(unsigned slot)
     if (grown == NULL)
         return -1;
     M.w = grown;
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
+    if (channel_pair(sv) < 0) {
         log_error("socketpair: %s", strerror(errno));
         return -1;
     }
@@ -143,6 +173,7 @@ static int spawn(unsigned slot)
         child_start(slot, sv[1]);
     }
     close(sv[1]);
+    channel_watch(sv[0]);
     M.w[M.nw++] = (struct wproc){
         .pid = pid, .slot = slot, .generation = M.generation, .channel = sv[0],
         .state = W_RUNNING, .started_ms = ev_now_ms(),
@@ -186,6 +217,51 @@ static void worker_gone(size_t i, int status)
               M.slots[w.slot].backoff_ms);
 }
 
+static unsigned count_workers(int current, int ready_only)
+{
+    unsigned n = 0;
+    for (size_t i = 0; i < M.nw; i++)
+        if ((M.w[i].generation == M.generation) == current && (!ready_only || M.w[i].ready))
+            n++;
+    return n;
+}
+
+static void report_status(const char *prefix)
+{
+    notify_send("STATUS=%sgeneration %u: %u of %u workers serving, %u draining", prefix,
+                M.generation, count_workers(1, 1), M.cf->worker_processes,
+                count_workers(0, 0));
+}
+
+/* READY=1 once every worker of a new generation said it serves. */
+static void check_ready(void)
+{
+    if (M.reload_started_ms == 0 || M.stopping ||
+        count_workers(1, 1) < M.cf->worker_processes)
+        return;
+    log_notice("generation %u ready: %u workers serving, %u draining (%llu ms)",
+               M.generation, M.cf->worker_processes, count_workers(0, 0),
+               (unsigned long long)(ev_now_ms() - M.reload_started_ms));
+    M.reload_started_ms = 0;
+    notify_send("READY=1");
+    report_status("");
+}
+
+static void read_channels(void)
+{
+    char cmd;
+    int fd;
+    for (size_t i = 0; i < M.nw; i++) {
+        while (channel_recv(M.w[i].channel, &cmd, &fd) > 0) {
+            if (cmd == WORKER_MSG_READY)
+                M.w[i].ready = 1;
+            if (fd >= 0)
+                close(fd);
+        }
+    }
+    check_ready();
+}
+
 static void reap(void)
 {
     int status;
@@ -198,6 +274,9 @@ static void reap(void)
             }
         }
     }
+    /* Retired sockets close once no old worker can accept from them. */
+    if (count_workers(0, 0) == 0)
+        listeners_close_retired(&M.ls);
 }
 
 static uint64_t drain_budget(const struct config *cf)
@@ -216,6 +295,20 @@ static void drain_workers(char cmd_keep, char cmd_retire, int all)
         int retire = w->slot >= M.cf->worker_processes;
         tell(w, retire ? cmd_retire : cmd_keep);
         w->state = W_DRAINING;
+        if (w->kill_at_ms == 0 || kill_at < w->kill_at_ms)
+            w->kill_at_ms = kill_at;
+    }
+}
+
+/* Bounds the generations alive: the oldest ones close their clients now. */
+static void hurry_old_generations(void)
+{
+    uint64_t kill_at = ev_now_ms() + M.cf->close_timeout_ms + KILL_GRACE_MS;
+    for (size_t i = 0; i < M.nw; i++) {
+        struct wproc *w = &M.w[i];
+        if (w->generation + MAX_DRAINING_GENERATIONS >= M.generation)
+            continue;
+        tell(w, WORKER_CMD_HURRY);
         if (w->kill_at_ms == 0 || kill_at < w->kill_at_ms)
             w->kill_at_ms = kill_at;
     }
@@ -245,14 +338,16 @@ static void reload(void)
     char err[CONFIG_ERR_MAX];
     struct listeners nls;
     log_notice("reloading configuration %s (generation %u)", M.conf_file, M.generation);
+    notify_send("RELOADING=1\nMONOTONIC_USEC=%llu", notify_monotonic_usec());
     struct config *nc = config_load(M.conf_file, err);
+    if (nc != NULL && listeners_open(&nls, nc, &M.ls, err, sizeof(err)) < 0) {
+        config_free(nc);
+        nc = NULL;
+    }
     if (nc == NULL) {
         log_error("reload failed, keeping generation %u: %s", M.generation, err);
-        return;
-    }
-    if (listeners_open(&nls, nc, &M.ls, err, sizeof(err)) < 0) {
-        log_error("reload failed, keeping generation %u: %s", M.generation, err);
-        config_free(nc);
+        notify_send("READY=1\nSTATUS=reload failed, keeping generation %u: %.900s",
+                    M.generation, err);
         return;
     }
     if (apply_logging(nc) < 0)
@@ -267,12 +362,13 @@ static void reload(void)
     M.cf = nc;
     M.ls = nls;
     M.generation++;
-    /* Sockets no longer configured go before any fork, or the new workers
-     * would inherit them and keep them in the reuseport group. The
-     * retiring workers hold their own copies until they drained the queue. */
+    M.reload_started_ms = ev_now_ms();
+    /* Addresses no longer configured go before any fork, or the new workers
+     * would inherit their sockets and keep them in the reuseport group. */
     listeners_close(&ols);
     start_generation();
     drain_workers(WORKER_CMD_RELOAD, WORKER_CMD_RETIRE, 0);
+    hurry_old_generations();
     config_free(old);
     log_notice("reload complete: generation %u, %u workers", M.generation,
                M.cf->worker_processes);
@@ -282,7 +378,10 @@ static void stop(int fast)
 {
     if (M.stopping == 2 || (M.stopping == 1 && !fast))
         return;
-    log_notice("%s shutdown: %zu workers to stop", fast ? "fast" : "graceful", M.nw);
+    log_notice("%s shutdown of generation %u: %zu workers to stop", fast ? "fast" : "graceful",
+               M.generation, M.nw);
+    notify_send("STOPPING=1\nSTATUS=%s shutdown: %zu workers to stop",
+                fast ? "fast" : "graceful", M.nw);
     if (fast) {
         for (size_t i = 0; i < M.nw; i++) {
             kill(M.w[i].pid, SIGTERM);
@@ -300,8 +399,10 @@ static void reopen(void)
 {
     if (log_reopen() < 0)
         log_error("cannot reopen error_log %s: %s", M.cf->error_log, strerror(errno));
+    /* Workers may have dropped the privileges needed to open the file:
+     * they get the master's descriptor instead. */
     for (size_t i = 0; i < M.nw; i++)
-        tell(&M.w[i], WORKER_CMD_REOPEN);
+        tell_fd(&M.w[i], WORKER_CMD_REOPEN, log_fd_get());
     log_notice("log files reopened");
 }
 
@@ -357,6 +458,10 @@ static void loop(void)
             sig_child = 0;
             reap();
         }
+        if (sig_io) {
+            sig_io = 0;
+            read_channels();
+        }
         if (sig_fast || sig_stop) {
             stop(sig_fast);
             sig_fast = sig_stop = 0;
@@ -407,6 +512,10 @@ int master_run(const char *conf_file, struct config *cf)
         return 1;
     }
     signals_init();
+    notify_init();
+    cpu_set_t cpus;
+    M.ncpus = sched_getaffinity(0, sizeof(cpus), &cpus) == 0 ? (unsigned)CPU_COUNT(&cpus) : 1;
+    M.reload_started_ms = ev_now_ms();
     proctitle_set("wsechod: master process %s", conf_file);
     describe_listen(where, sizeof(where));
     log_notice("wsechod/%s master %d started: %u workers, listening on %s", WSECHOD_VERSION,

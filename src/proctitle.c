@@ -12,23 +12,29 @@ static size_t area_len;
 
 void proctitle_init(int argc, char **argv)
 {
+    static char **env_copy; /* the moved environment, alive for good */
+    static char *env_strings;
     if (argc < 1 || argv[0] == NULL)
         return;
     char *end = argv[0];
     for (int i = 0; i < argc && argv[i] == end; i++)
         end = argv[i] + strlen(argv[i]) + 1;
-    size_t n = 0;
-    while (environ[n] != NULL)
-        n++;
-    char **copy = calloc(n + 1, sizeof(*copy));
-    if (copy == NULL)
+    size_t n = 0, bytes = 0;
+    for (; environ[n] != NULL; n++)
+        bytes += strlen(environ[n]) + 1;
+    env_copy = calloc(n + 1, sizeof(*env_copy));
+    env_strings = malloc(bytes ? bytes : 1);
+    if (env_copy == NULL || env_strings == NULL)
         return;
+    char *p = env_strings;
     for (size_t i = 0; i < n; i++) {
+        size_t len = strlen(environ[i]) + 1;
         if (environ[i] == end)
-            end = environ[i] + strlen(environ[i]) + 1;
-        copy[i] = strdup(environ[i]);
+            end = environ[i] + len;
+        env_copy[i] = memcpy(p, environ[i], len);
+        p += len;
     }
-    environ = copy;
+    environ = env_copy;
     area = argv[0];
     area_len = (size_t)(end - argv[0]);
 }

@@ -2,14 +2,18 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <netinet/in.h>
+#include <sched.h>
 #include <netinet/tcp.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "channel.h"
 #include "config.h"
 #include "conn.h"
 #include "ev.h"
@@ -18,6 +22,11 @@
 
 /* How long accept() rests after running out of descriptors. */
 #define ACCEPT_RETRY_MS 100
+/* A retired listener keeps being accepted from this long after the steering
+ * moved new connections away, for handshakes that were already under way. */
+#define RETIRE_GRACE_MS 1000
+/* Granularity of the staggered closes. */
+#define SPREAD_TICK_MS 10
 #define EVENTS_PER_WAIT 512
 
 struct listener_io {
@@ -31,9 +40,12 @@ static struct {
     struct listener_io *ls;
     struct ev_io channel;
     int draining;
-    int closing_sent;           /* close frames went out at the deadline */
+    int closing_sent;           /* every connection has been told to close */
     uint16_t drain_code;
-    uint64_t drain_deadline;
+    uint64_t retire_at;         /* close a retired listener then; 0: none */
+    uint64_t spread_start;      /* first staggered close */
+    uint64_t drain_deadline;    /* last close: shutdown_timeout after the start */
+    unsigned spread_total, spread_done;
     uint64_t accept_retry_at;   /* 0: accepting normally */
     uint64_t emfile_logged_at;
 } W;
@@ -75,7 +87,10 @@ static void accept_all(int lfd)
         set_nodelay(fd);
         /* Over the limit, still answer 503 to a bounded number of extra
          * clients so they learn why; beyond that, just close. */
-        int full = W.env.nconns >= cf->worker_connections;
+        /* Once every client has been told to go, a latecomer would never
+         * be: answer it instead (only reachable through a retired socket
+         * whose queue outlived the grace period). */
+        int full = W.env.nconns >= cf->worker_connections || W.closing_sent;
         if (full && W.env.nconns >= cf->worker_connections + cf->worker_connections / 8 + 16)
             close(fd);
         else
@@ -104,48 +119,61 @@ static void close_listeners(int take_queue)
     }
 }
 
-static void drain_start(uint16_t code, int take_queue, const char *why)
+static void drain_start(uint16_t code, int retire, const char *why)
 {
+    const struct config *cf = W.a->cf;
     if (W.draining) {
         if (code == 1001)
             W.drain_code = 1001; /* a stop overrides a reload's 1012 */
+        if (!retire && W.retire_at) {
+            /* Our retired socket serves a new worker again: leave it to it. */
+            W.retire_at = 0;
+            close_listeners(0);
+        }
         return;
     }
     W.draining = 1;
     W.drain_code = code;
-    W.drain_deadline = W.loop.now + W.a->cf->shutdown_timeout_ms;
-    close_listeners(take_queue);
+    W.drain_deadline = W.loop.now + cf->shutdown_timeout_ms;
+    W.spread_start = W.drain_deadline - cf->drain_spread_ms;
+    if (retire)
+        W.retire_at = W.loop.now + (cf->shutdown_timeout_ms < RETIRE_GRACE_MS
+                                   ? cf->shutdown_timeout_ms : RETIRE_GRACE_MS);
+    else
+        close_listeners(0);
     proctitle_set("wsechod: worker process #%u gen %u draining", W.a->slot, W.a->generation);
     log_info("worker #%u gen %u draining (%s): %u connections, up to %llu ms",
              W.a->slot, W.a->generation, why, W.env.nconns,
-             (unsigned long long)W.a->cf->shutdown_timeout_ms);
+             (unsigned long long)cf->shutdown_timeout_ms);
+}
+
+static void hurry(void)
+{
+    if (W.draining && !W.closing_sent)
+        W.spread_start = W.drain_deadline = W.loop.now;
 }
 
 static void on_channel(struct ev_loop *loop, struct ev_io *io, uint32_t events)
 {
-    char cmds[16];
+    char cmd;
+    int fd, r;
     (void)loop;
     (void)events;
-    for (;;) {
-        ssize_t n = read(io->fd, cmds, sizeof(cmds));
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-            return;
-        if (n <= 0) {
-            ev_del(&W.loop, io);
-            drain_start(1001, 0, "master is gone");
-            return;
+    while ((r = channel_recv(io->fd, &cmd, &fd)) > 0) {
+        switch (cmd) {
+        case WORKER_CMD_RELOAD: drain_start(1012, 0, "reload"); break;
+        case WORKER_CMD_RETIRE: drain_start(1012, 1, "reload, slot retired"); break;
+        case WORKER_CMD_QUIT:   drain_start(1001, 0, "shutdown"); break;
+        case WORKER_CMD_HURRY:  hurry(); break;
+        case WORKER_CMD_REOPEN: log_adopt(fd); fd = -1; break;
+        default: log_warn("unknown command %d from master", cmd); break;
         }
-        for (ssize_t i = 0; i < n; i++) {
-            switch (cmds[i]) {
-            case WORKER_CMD_RELOAD: drain_start(1012, 0, "reload"); break;
-            case WORKER_CMD_RETIRE: drain_start(1012, 1, "reload, slot retired"); break;
-            case WORKER_CMD_QUIT:   drain_start(1001, 0, "shutdown"); break;
-            case WORKER_CMD_REOPEN: log_reopen(); break;
-            default: log_warn("unknown command %d from master", cmds[i]); break;
-            }
-        }
+        if (fd >= 0)
+            close(fd);
+    }
+    if (r < 0) {
+        ev_del(&W.loop, io);
+        drain_start(1001, 0, "master is gone");
     }
 }
 
@@ -186,22 +214,62 @@ static int setup(const struct worker_args *a)
     }
     W.channel.fd = a->channel;
     W.channel.cb = on_channel;
-    fcntl(a->channel, F_SETFL, O_NONBLOCK);
     return ev_add(&W.loop, &W.channel, EPOLLIN | EPOLLRDHUP | EPOLLET);
+}
+
+static uint64_t next_drain_event(void)
+{
+    uint64_t d = W.retire_at;
+    if (W.draining && !W.closing_sent) {
+        uint64_t t = W.loop.now < W.spread_start ? W.spread_start : W.loop.now + SPREAD_TICK_MS;
+        t = t < W.drain_deadline ? t : W.drain_deadline;
+        d = (d == 0 || t < d) ? t : d;
+    }
+    return d;
 }
 
 static int next_timeout(void)
 {
     int t = conn_next_timeout(&W.env);
-    uint64_t d = W.accept_retry_at;
-    if (W.draining && !W.closing_sent && (d == 0 || W.drain_deadline < d))
-        d = W.drain_deadline;
+    uint64_t d = next_drain_event();
+    if (W.accept_retry_at && (d == 0 || W.accept_retry_at < d))
+        d = W.accept_retry_at;
     if (d != 0) {
         int td = d <= W.loop.now ? 0 : (int)(d - W.loop.now);
         if (t < 0 || td < t)
             t = td;
     }
     return t;
+}
+
+/* Closes are spread evenly over [spread_start, drain_deadline] so that
+ * clients do not all reconnect in the same instant. */
+static void drain_step(void)
+{
+    uint64_t now = W.loop.now;
+    if (W.retire_at && W.retire_at <= now) {
+        W.retire_at = 0;
+        close_listeners(1);
+    }
+    if (!W.draining || W.closing_sent || now < W.spread_start)
+        return;
+    if (now >= W.drain_deadline) {
+        W.closing_sent = 1;
+        log_info("worker #%u gen %u: shutdown_timeout reached, closing %u connections with %u",
+                 W.a->slot, W.a->generation, W.env.nconns, W.drain_code);
+        conn_close_all(&W.env, W.drain_code);
+        return;
+    }
+    if (W.spread_total == 0 && (W.spread_total = W.env.nconns) == 0)
+        return;
+    uint64_t span = W.drain_deadline - W.spread_start;
+    /* The k-th of N closes at k/N of the window: one connection alone is
+     * served for the whole shutdown_timeout. */
+    unsigned target = (unsigned)((now - W.spread_start) * W.spread_total / span);
+    if (target > W.spread_done) {
+        conn_close_oldest(&W.env, W.drain_code, target - W.spread_done);
+        W.spread_done = target;
+    }
 }
 
 static void run_worker_timers(void)
@@ -212,24 +280,52 @@ static void run_worker_timers(void)
             if (W.ls[i].io.fd >= 0)
                 accept_all(W.ls[i].io.fd);
     }
-    if (W.draining && !W.closing_sent && W.drain_deadline <= W.loop.now) {
-        W.closing_sent = 1;
-        log_info("worker #%u gen %u: shutdown_timeout reached, closing %u connections with %u",
-                 W.a->slot, W.a->generation, W.env.nconns, W.drain_code);
-        conn_close_all(&W.env, W.drain_code);
+    drain_step();
+}
+
+/* Limits and identity, while still root: before anything is allocated. */
+static int apply_process_settings(const struct worker_args *a)
+{
+    const struct config *cf = a->cf;
+    if (cf->worker_rlimit_nofile) {
+        struct rlimit rl = { cf->worker_rlimit_nofile, cf->worker_rlimit_nofile };
+        if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+            log_warn("worker #%u: cannot set worker_rlimit_nofile %u: %s", a->slot,
+                     cf->worker_rlimit_nofile, strerror(errno));
     }
+    if (cf->worker_cpu_affinity && a->ncpus > 1) {
+        cpu_set_t allowed, one;
+        unsigned want = a->slot % a->ncpus, seen = 0;
+        sched_getaffinity(0, sizeof(allowed), &allowed);
+        CPU_ZERO(&one);
+        for (int cpu = 0; cpu < CPU_SETSIZE; cpu++)
+            if (CPU_ISSET(cpu, &allowed) && seen++ == want)
+                CPU_SET(cpu, &one);
+        if (sched_setaffinity(0, sizeof(one), &one) < 0)
+            log_warn("worker #%u: cannot set CPU affinity: %s", a->slot, strerror(errno));
+    }
+    if (cf->user == NULL || geteuid() != 0)
+        return 0;
+    if (setgroups(1, &cf->gid) < 0 || setgid(cf->gid) < 0 || setuid(cf->uid) < 0) {
+        log_error("worker #%u: cannot switch to user %s: %s", a->slot, cf->user, strerror(errno));
+        return -1;
+    }
+    return 0;
 }
 
 void worker_main(const struct worker_args *a)
 {
     setup_signals();
     proctitle_set("wsechod: worker process #%u gen %u", a->slot, a->generation);
+    if (apply_process_settings(a) < 0)
+        exit(WORKER_EXIT_FATAL);
     if (setup(a) < 0) {
         log_error("worker #%u: cannot start: %s", a->slot, strerror(errno));
         exit(WORKER_EXIT_FATAL);
     }
+    channel_send(a->channel, WORKER_MSG_READY, -1);
     log_debug("worker #%u gen %u started", a->slot, a->generation);
-    while (!W.draining || W.env.nconns > 0) {
+    while (!W.draining || W.env.nconns > 0 || W.retire_at) {
         if (ev_poll(&W.loop, next_timeout()) < 0) {
             log_error("epoll_wait: %s", strerror(errno));
             break;

@@ -13,12 +13,15 @@ struct config;
 #define WORKER_CMD_RELOAD  'R' /* drain with 1012; the listener stays in use */
 #define WORKER_CMD_RETIRE  'X' /* drain with 1012; take the listener's queue first */
 #define WORKER_CMD_QUIT    'Q' /* drain with 1001 */
-#define WORKER_CMD_REOPEN  'O' /* reopen the log file */
+#define WORKER_CMD_REOPEN  'O' /* adopt the reopened log file sent along */
+#define WORKER_CMD_HURRY   'H' /* draining: close everything now */
+#define WORKER_MSG_READY   'r' /* worker -> master: serving */
 
 struct worker_args {
     const struct config *cf;
     unsigned slot, generation;
     const int *listen_fds;  /* this slot's socket for each listen address */
+    unsigned ncpus;         /* CPUs the master may run on, for affinity */
     size_t nlisten;
     int channel;            /* EOF here means the master is gone */
 };
