@@ -161,6 +161,8 @@ static int spawn(unsigned slot)
         log_error("socketpair: %s", strerror(errno));
         return -1;
     }
+    /* Before the fork: a worker's first message must raise SIGIO too. */
+    channel_watch(sv[0]);
     pid_t pid = fork();
     if (pid < 0) {
         log_error("fork: %s", strerror(errno));
@@ -173,7 +175,6 @@ static int spawn(unsigned slot)
         child_start(slot, sv[1]);
     }
     close(sv[1]);
-    channel_watch(sv[0]);
     M.w[M.nw++] = (struct wproc){
         .pid = pid, .slot = slot, .generation = M.generation, .channel = sv[0],
         .state = W_RUNNING, .started_ms = ev_now_ms(),
