@@ -21,30 +21,38 @@
 
 enum conn_state { CONN_HTTP, CONN_WS, CONN_LINGER, CONN_DEAD };
 
+/* Kept small: an idle WebSocket costs this plus its struct ws_conn. */
 struct conn {
     struct ev_io io;
-    struct conn_env *env;
     struct list link;       /* env->all while alive, env->dead_q after */
     struct list tlink;      /* env->timers[queue] */
-    enum conn_queue queue;
     struct list rlink;      /* ready_q */
     uint64_t deadline;
-    enum conn_state state;
-    uint16_t reject;
-    unsigned shut_wr : 1;
-    size_t lingered;
-    char *in;               /* request bytes (HTTP phase only) */
-    size_t in_len, in_cap;
     char *out;              /* response bytes the socket did not take yet */
-    size_t out_len, out_pos;
-    struct http_req *req;
-    struct ws_conn *ws;
+    uint32_t out_len, out_pos;
+    union {
+        struct {            /* CONN_HTTP */
+            char *in;       /* request bytes */
+            struct http_req *req;
+            uint32_t in_len, in_cap;
+        };
+        struct ws_conn *ws; /* CONN_WS */
+        uint32_t lingered;  /* CONN_LINGER: bytes discarded */
+    };
+    uint16_t reject;
+    uint8_t queue;          /* enum conn_queue */
+    uint8_t state;          /* enum conn_state */
+    uint8_t shut_wr;
 };
+
+/* The one environment of this worker process. */
+static struct conn_env *env;
 
 static void on_event(struct ev_loop *loop, struct ev_io *io, uint32_t events);
 
-void conn_env_init(struct conn_env *env, const struct config *cf, struct ev_loop *loop)
+void conn_env_init(struct conn_env *e, const struct config *cf, struct ev_loop *loop)
 {
+    env = e;
     memset(env, 0, sizeof(*env));
     env->cf = cf;
     env->loop = loop;
@@ -59,8 +67,8 @@ static void timer_set(struct conn *c, enum conn_queue q, uint64_t timeout_ms)
 {
     list_remove(&c->tlink);
     c->queue = q;
-    c->deadline = c->env->loop->now + timeout_ms;
-    list_append(&c->env->timers[q], &c->tlink);
+    c->deadline = env->loop->now + timeout_ms;
+    list_append(&env->timers[q], &c->tlink);
 }
 
 static void timer_clear(struct conn *c)
@@ -72,7 +80,7 @@ static void timer_clear(struct conn *c)
 /* An open WebSocket was heard from: restart its keepalive clock. */
 static void keepalive_reset(struct conn *c)
 {
-    const struct config *cf = c->env->cf;
+    const struct config *cf = env->cf;
     if (cf->ping_interval_ms)
         timer_set(c, CONN_Q_PING, cf->ping_interval_ms);
     else if (cf->idle_timeout_ms)
@@ -98,30 +106,36 @@ static const char *peer_name(int fd, char *buf, size_t len)
     return buf;
 }
 
+static void http_end(struct conn *c)
+{
+    free(c->req);
+    free(c->in);
+    c->req = NULL;
+    c->in = NULL;
+}
+
 static void conn_close(struct conn *c)
 {
     if (c->state == CONN_DEAD)
         return;
-    if (c->ws != NULL)
+    if (c->state == CONN_HTTP)
+        http_end(c);
+    else if (c->state == CONN_WS && c->ws != NULL)
         ws_free(c->ws);
     close(c->io.fd);
-    free(c->in);
     free(c->out);
-    free(c->req);
-    c->ws = NULL;
-    c->in = c->out = NULL;
-    c->req = NULL;
+    c->out = NULL;
     c->state = CONN_DEAD;
     timer_clear(c);
     list_remove(&c->rlink);
     list_remove(&c->link);
-    list_append(&c->env->dead_q, &c->link);
-    c->env->nconns--;
+    list_append(&env->dead_q, &c->link);
+    env->nconns--;
 }
 
 static void want_write(struct conn *c, int on)
 {
-    if (ev_mod(c->env->loop, &c->io, EV_BASE | (on ? EPOLLOUT : 0)) < 0)
+    if (ev_mod(env->loop, &c->io, EV_BASE | (on ? EPOLLOUT : 0)) < 0)
         conn_close(c);
 }
 
@@ -160,13 +174,6 @@ static int out_send(struct conn *c, const char *data, size_t len)
     return out_flush(c);
 }
 
-static void http_end(struct conn *c)
-{
-    free(c->req);
-    free(c->in);
-    c->req = NULL;
-    c->in = NULL;
-}
 
 static void linger_step(struct conn *c)
 {
@@ -200,7 +207,7 @@ static void respond(struct conn *c, int status, const char *reason)
              status, reason);
     http_end(c);
     c->state = CONN_LINGER;
-    timer_set(c, CONN_Q_CLOSING, c->env->cf->close_timeout_ms);
+    timer_set(c, CONN_Q_CLOSING, env->cf->close_timeout_ms);
     if (out_send(c, buf, n) == 0)
         linger_step(c);
 }
@@ -218,13 +225,13 @@ static void ws_finish(struct conn *c, int broken)
     c->ws = NULL;
     c->state = CONN_LINGER;
     if (c->queue != CONN_Q_CLOSING)
-        timer_set(c, CONN_Q_CLOSING, c->env->cf->close_timeout_ms);
+        timer_set(c, CONN_Q_CLOSING, env->cf->close_timeout_ms);
     linger_step(c);
 }
 
 static void ws_timers(struct conn *c, unsigned f)
 {
-    const struct config *cf = c->env->cf;
+    const struct config *cf = env->cf;
     if (f & WS_CLOSING) {
         if (c->queue != CONN_Q_CLOSING)
             timer_set(c, CONN_Q_CLOSING, cf->close_timeout_ms);
@@ -249,7 +256,7 @@ static void ws_step(struct conn *c)
     if (c->state == CONN_DEAD)
         return;
     if ((f & WS_AGAIN) && !list_linked(&c->rlink))
-        list_append(&c->env->ready_q, &c->rlink);
+        list_append(&env->ready_q, &c->rlink);
     ws_timers(c, f);
 }
 
@@ -264,7 +271,7 @@ static void upgrade(struct conn *c, const struct http_verdict *v, size_t end)
     c->in = NULL;
     http_end(c);
     timer_clear(c);
-    c->ws = n ? ws_open(c->io.fd, c->env->cf, v->route->module, pending, rest) : NULL;
+    c->ws = n ? ws_open(c->io.fd, env->cf, v->route->module, pending, rest) : NULL;
     if (c->ws == NULL) {
         if (n)
             log_error("out of memory for a WebSocket");
@@ -285,7 +292,7 @@ static void http_complete(struct conn *c, size_t end)
         respond(c, c->reject, "server is at its connection limit, try again later");
         return;
     }
-    http_req_check(c->req, c->in, c->env->cf, &v);
+    http_req_check(c->req, c->in, env->cf, &v);
     if (v.status != 101)
         respond(c, v.status, v.reason);
     else
@@ -297,8 +304,8 @@ static int http_buffers(struct conn *c)
     if (c->in != NULL)
         return 0;
     /* Most requests are a few hundred bytes: start small, grow to the limit. */
-    c->in_cap = HTTP_IN_START < c->env->cf->max_header_size + 1
-                ? HTTP_IN_START : c->env->cf->max_header_size + 1;
+    c->in_cap = HTTP_IN_START < env->cf->max_header_size + 1
+                ? HTTP_IN_START : env->cf->max_header_size + 1;
     c->in = malloc(c->in_cap);
     c->req = malloc(sizeof(*c->req));
     if (c->in == NULL || c->req == NULL)
@@ -324,7 +331,7 @@ static int http_room(struct conn *c, size_t cap)
 
 static void http_step(struct conn *c)
 {
-    size_t cap = c->env->cf->max_header_size + 1, end;
+    size_t cap = env->cf->max_header_size + 1, end;
     if (http_buffers(c) < 0) {
         conn_close(c);
         return;
@@ -385,7 +392,6 @@ int conn_accept(struct conn_env *env, int fd, int reject_status)
     }
     c->io.fd = fd;
     c->io.cb = on_event;
-    c->env = env;
     c->reject = (uint16_t)reject_status;
     list_init(&c->tlink);
     list_init(&c->rlink);
@@ -402,7 +408,7 @@ int conn_accept(struct conn_env *env, int fd, int reject_status)
 
 static void expire(struct conn *c, enum conn_queue q)
 {
-    const struct config *cf = c->env->cf;
+    const struct config *cf = env->cf;
     switch (q) {
     case CONN_Q_HANDSHAKE:
         respond(c, 408, "handshake not completed in time");
