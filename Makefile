@@ -21,7 +21,7 @@ OBJS     := $(SRCS:%.c=build/obj/%.o)
 SAN_OBJS := $(SRCS:%.c=build/asan/%.o)
 PYTEST   := /usr/bin/python3 -m pytest
 
-.PHONY: all deps run test clean install uninstall bench
+.PHONY: all deps run test clean install uninstall bench fuzz
 all: build/wsechod
 
 deps:
@@ -79,7 +79,41 @@ build/wsbench: scripts/wsbench.c
 	@mkdir -p build
 	$(CC) $(filter-out -MMD -MP,$(CFLAGS)) -pthread $(LDFLAGS) -o $@ $< -lcrypto
 
+# libFuzzer harnesses (t/fuzz/): clang with the server's own objects, not
+# needed by `make test`. `make fuzz` installs clang if missing, builds both
+# harnesses and runs each for FUZZ_SECONDS; any crash, leak, sanitizer
+# report or timeout fails it (the input is left in build/fuzz/).
+FUZZ_CC      ?= clang
+FUZZ_SECONDS ?= 60
+FUZZ_CFLAGS  := -std=c11 -Wall -Wextra -Werror -MMD -MP -g -O1 -fno-omit-frame-pointer \
+                -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined
+FUZZ_OBJS    := $(filter-out build/fuzz/src/main.o,$(SRCS:%.c=build/fuzz/%.o))
+FUZZERS      := build/fuzz/fuzz_http build/fuzz/fuzz_frames
+.SECONDARY: $(FUZZ_OBJS)
+
+fuzz:
+	@scripts/install-deps fuzz
+	@$(MAKE) --no-print-directory $(FUZZERS)
+	@for f in http frames; do \
+	  mkdir -p build/fuzz/corpus_$$f && \
+	  echo "fuzz: fuzz_$$f for $(FUZZ_SECONDS) s" && \
+	  build/fuzz/fuzz_$$f -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 -timeout=10 \
+	    -print_final_stats=1 -artifact_prefix=build/fuzz/$$f- \
+	    build/fuzz/corpus_$$f t/fuzz/corpus_$$f 2>build/fuzz/fuzz_$$f.log || \
+	  { tail -n 60 build/fuzz/fuzz_$$f.log; echo "fuzz: fuzz_$$f FAILED"; exit 1; }; \
+	  grep -E '^stat::(number_of_executed_units|peak_rss_mb)|^#[0-9]+ *DONE' build/fuzz/fuzz_$$f.log; \
+	done
+
+build/fuzz/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(CPPFLAGS) $(FUZZ_CFLAGS) -c -o $@ $<
+
+build/fuzz/fuzz_%: t/fuzz/fuzz_%.c t/fuzz/fuzz_common.h $(FUZZ_OBJS)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(CPPFLAGS) $(filter-out -fsanitize=fuzzer-no-link%,$(FUZZ_CFLAGS)) \
+	  -fsanitize=fuzzer,address,undefined $(LDFLAGS) -o $@ $< $(FUZZ_OBJS) $(LDLIBS)
+
 clean:
 	rm -rf build
 
--include $(OBJS:.o=.d) $(SAN_OBJS:.o=.d)
+-include $(OBJS:.o=.d) $(SAN_OBJS:.o=.d) $(FUZZ_OBJS:.o=.d)

@@ -1,0 +1,100 @@
+/* libFuzzer harness for the HTTP side of the handshake (src/http.c).
+ *
+ * Input: 4 bytes of split seed, then the request bytes. The request is fed
+ * to http_req_feed in pieces of random length, as conn.c does when it
+ * arrives in several reads; each piece is passed in a buffer of exactly
+ * the bytes received so far (a fresh allocation), so a read past them is
+ * an ASan error. A complete request is judged with http_req_check, and the
+ * response is built with http_upgrade_response / http_error_response. */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fuzz_common.h"
+#include "http.h"
+
+static struct config *cf_strict, *cf_open;
+
+int LLVMFuzzerInitialize(int *argc, char ***argv)
+{
+    (void)argc;
+    (void)argv;
+    cf_strict = fuzz_config(
+        "max_header_size: 2k\n"
+        "allowed_origins: [\"https://good.example\", \"http://localhost:8000\"]\n"
+        "subprotocols: [chat.v2, chat]\n"
+        "routes: {/: echo, /echo: echo, /a/b: echo}\n");
+    cf_open = fuzz_config("max_header_size: 512\n");
+    return 0;
+}
+
+static void respond(const struct http_req *r, const char *buf, const struct config *cf)
+{
+    struct http_verdict v;
+    char out[1024];
+    http_req_check(r, buf, cf, &v);
+    if (v.status == 101) {
+        size_t n = http_upgrade_response(r, buf, &v, out, sizeof(out));
+        if (n == 0 || memcmp(out, "HTTP/1.1 101 ", 13) != 0)
+            abort();
+    } else {
+        size_t n = http_error_response(v.status, v.reason, out, sizeof(out));
+        if (n == 0 || v.reason == NULL || v.status < 400 || v.status > 599)
+            abort();
+    }
+}
+
+static void run(const uint8_t *data, size_t size, uint32_t seed, const struct config *cf)
+{
+    size_t cap = cf->max_header_size + 1, len = 0, end = 0;
+    struct http_req *r = malloc(sizeof(*r));
+    char *buf = NULL;
+    enum http_result res = HTTP_MORE;
+    http_req_init(r);
+    if (size > cap)
+        size = cap;
+    while (len < size && res == HTTP_MORE) {
+        size_t piece = 1 + fuzz_next(&seed) % (seed & 0x100 ? 8 : 200);
+        if (piece > size - len)
+            piece = size - len;
+        free(buf);
+        buf = malloc(len + piece);
+        memcpy(buf, data, len + piece);
+        res = http_req_feed(r, buf, len, len + piece, &end);
+        len += piece;
+    }
+    if (res == HTTP_DONE) {
+        if (end > len)
+            abort(); /* the request cannot end past what was received */
+        respond(r, buf, cf);
+    } else {
+        char out[512];
+        http_error_response(res == HTTP_BAD ? 400 : len >= cap ? 431 : 408, "fuzz", out,
+                            sizeof(out));
+    }
+    free(buf);
+    free(r);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    uint32_t seed = 0;
+    if (size < 4)
+        return 0;
+    memcpy(&seed, data, 4);
+    run(data + 4, size - 4, seed, cf_strict);
+    run(data + 4, size - 4, seed ^ 0x5a5a5a5a, cf_open);
+    /* all at once, as when the whole request arrives in one read */
+    {
+        size_t n = size - 4 > 4096 ? 4096 : size - 4;
+        struct http_req r;
+        size_t end;
+        char *buf = malloc(n ? n : 1);
+        memcpy(buf, data + 4, n);
+        http_req_init(&r);
+        if (n > 0 && http_req_feed(&r, buf, 0, n, &end) == HTTP_DONE)
+            respond(&r, buf, cf_strict);
+        free(buf);
+    }
+    return 0;
+}
