@@ -53,9 +53,10 @@ uint16_t frame_check(struct frame_seq *seq, const struct frame_info *fi,
         return 1002; /* continuation without a start, or a start inside one */
     if (fi->payload_len > lim->max_frame)
         return 1009;
-    seq->message_len = (op == FRAME_CONT ? seq->message_len : 0) + fi->payload_len;
-    if (seq->message_len > lim->max_message)
+    uint64_t total = (op == FRAME_CONT ? seq->message_len : 0) + fi->payload_len;
+    if (total > lim->max_message)
         return 1009;
+    seq->message_len = (uint32_t)total; /* max_message is at most 1 GiB */
     seq->in_message = !fi->fin;
     return 0;
 }

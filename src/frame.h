@@ -20,7 +20,7 @@ struct frame_info {
 
 /* What the previous frames of the connection leave behind. */
 struct frame_seq {
-    uint64_t message_len;   /* bytes of the data message in progress */
+    uint32_t message_len;   /* bytes of the data message in progress (<= 1 GiB) */
     unsigned in_message : 1;
 };
 

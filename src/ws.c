@@ -14,6 +14,10 @@
 #define WS_ROUNDS 4
 /* Read-ahead buffer, allocated only while bytes are waiting in it. */
 #define WS_RBUF_SIZE 16384
+/* Bytes one ws_run reads before letting other connections have a turn. */
+#define WS_RUN_READ_MAX (256u << 10)
+/* Bytes a peer may send after our close frame before it is cut off. */
+#define WS_CLOSING_READ_MAX (1u << 20)
 /* wslay hands a frame's header and payload over in separate calls: they are
  * gathered here, per worker, and written with one system call per wake-up.
  * Only the connection being run uses it, and it is empty between runs. */
@@ -22,56 +26,75 @@ static uint8_t wbuf[WS_WBUF_SIZE];
 static size_t wbuf_len;
 static int wbuf_short;  /* send_cb took less than offered: wslay stops then */
 
+/* Output the socket did not take yet. */
+struct wpend {
+    uint32_t len, pos;
+    char data[];
+};
+
+/* Kept small: an idle WebSocket costs this plus its struct conn. */
 struct ws_conn {
     /* Exists only while a message, an echo or a close is in progress: an
      * idle connection holds none of wslay's ~4 KiB of buffers. */
     wslay_event_context_ptr ctx;
-    const struct config *cf;
     const struct module *module;
     void *data;
     char *rbuf;             /* read ahead, freed whenever it empties */
-    char *wpend;            /* output the socket did not take yet */
-    uint32_t wpend_len, wpend_pos;
-    uint64_t frame_left;    /* bytes of the current frame not yet given to wslay */
+    struct wpend *wpend;
+    uint32_t frame_left;    /* bytes of the current frame not yet given to wslay */
     struct frame_seq seq;
-    uint32_t rpos, rlen, rcap;
+    uint32_t rpos, rlen;
     int fd;
+    uint32_t after_close;   /* bytes read since our close frame was queued */
     uint16_t close_received;/* the peer's close code (1005: none given) */
     uint8_t blocked;        /* BLOCK_*: why reading stopped */
-    unsigned failed : 1;    /* socket error or EOF without a close frame */
-    unsigned closing : 1;   /* a close frame is queued or sent */
-    unsigned active : 1;    /* bytes arrived during this ws_run */
-    unsigned drained : 1;   /* a short read emptied the socket this run */
+    uint8_t failed : 1;     /* socket error or EOF without a close frame */
+    uint8_t closing : 1;    /* a close frame is queued or sent */
+    uint8_t active : 1;     /* bytes arrived during this ws_run */
+    uint8_t drained : 1;    /* a short read emptied the socket this run */
 };
 
-enum { BLOCK_NONE, BLOCK_OUTPUT, BLOCK_CLOSE };
+/* The worker's configuration: one per process, like the connections. */
+static const struct config *cf;
+/* Bytes read during the current ws_run, to yield to other connections. */
+static size_t run_read;
 
-/* 1: bytes were read, 0: would block, -1: EOF or error. */
+enum { BLOCK_NONE, BLOCK_OUTPUT, BLOCK_CLOSE, BLOCK_YIELD };
+
+/* 1: bytes were read, 0: would block (or our turn is over), -1: EOF or
+ * error, or a peer that keeps sending after our close frame. */
 static int fill(struct ws_conn *w)
 {
     if (w->drained)
         return 0; /* new bytes will raise a new edge-triggered event */
-    if (w->rcap < WS_RBUF_SIZE) {
-        /* The handshake's leftovers came in a buffer of their own size. */
-        char *grown = realloc(w->rbuf, WS_RBUF_SIZE);
-        if (grown == NULL)
-            return -1;
-        w->rbuf = grown;
-        w->rcap = WS_RBUF_SIZE;
+    if (run_read >= WS_RUN_READ_MAX) {
+        w->blocked = BLOCK_YIELD;
+        return 0;
     }
+    /* Closing: nothing the peer sends matters until our close frame is
+     * out; after that we read only to find its close (bounded below). */
+    if (w->closing && !wslay_event_get_close_sent(w->ctx))
+        return 0;
+    if (w->rbuf == NULL && (w->rbuf = malloc(WS_RBUF_SIZE)) == NULL)
+        return -1;
     if (w->rpos > 0) {
         memmove(w->rbuf, w->rbuf + w->rpos, w->rlen - w->rpos);
         w->rlen -= w->rpos;
         w->rpos = 0;
     }
+    /* The buffer holds at least WS_RBUF_SIZE (more if the handshake's
+     * leftovers were bigger); fill runs only once those are consumed. */
+    size_t room = (w->rlen > WS_RBUF_SIZE ? w->rlen : WS_RBUF_SIZE) - w->rlen;
     for (;;) {
-        size_t room = w->rcap - w->rlen;
         ssize_t n = read(w->fd, w->rbuf + w->rlen, room);
         if (n > 0) {
             w->rlen += (uint32_t)n;
             w->active = 1;
+            run_read += (size_t)n;
             /* A short read emptied the receive queue: skip the EAGAIN read. */
             w->drained = (size_t)n < room;
+            if (w->closing && (w->after_close += (uint32_t)n) > WS_CLOSING_READ_MAX)
+                return -1;
             return 1;
         }
         if (n < 0 && errno == EINTR)
@@ -86,7 +109,7 @@ static ssize_t would_block(wslay_event_context_ptr ctx, struct ws_conn *w)
         /* Nothing buffered: an idle connection keeps no read buffer. */
         free(w->rbuf);
         w->rbuf = NULL;
-        w->rpos = w->rlen = w->rcap = 0;
+        w->rpos = w->rlen = 0;
     }
     wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
     return -1;
@@ -122,7 +145,7 @@ static int gate(wslay_event_context_ptr ctx, struct ws_conn *w, ssize_t *ret)
     struct frame_info fi;
     size_t avail = w->rlen - w->rpos;
     int h = frame_parse((uint8_t *)w->rbuf + w->rpos, avail, &fi);
-    struct frame_limits lim = { w->cf->max_frame_size, w->cf->max_message_size };
+    struct frame_limits lim = { cf->max_frame_size, cf->max_message_size };
     uint16_t code = h < 0 ? 1002 : h == 0 ? 0 : frame_check(&w->seq, &fi, &lim);
     if (code) {
         *ret = fail(ctx, w, code);
@@ -166,7 +189,7 @@ static ssize_t recv_cb(wslay_event_context_ptr ctx, uint8_t *buf, size_t len,
             return (ssize_t)n;
         }
         /* Backpressure: a peer that sends but does not read stops being read. */
-        if (wslay_event_get_queued_msg_length(ctx) > w->cf->max_pending_output) {
+        if (wslay_event_get_queued_msg_length(ctx) > cf->max_pending_output) {
             w->blocked = BLOCK_OUTPUT;
             return would_block(ctx, w);
         }
@@ -200,12 +223,12 @@ static int flush(struct ws_conn *w)
             break;
     }
     if (!w->failed && off < wbuf_len) {
-        if ((w->wpend = malloc(wbuf_len - off)) == NULL) {
+        if ((w->wpend = malloc(sizeof(*w->wpend) + wbuf_len - off)) == NULL) {
             w->failed = 1;
         } else {
-            memcpy(w->wpend, wbuf + off, wbuf_len - off);
-            w->wpend_len = (uint32_t)(wbuf_len - off);
-            w->wpend_pos = 0;
+            memcpy(w->wpend->data, wbuf + off, wbuf_len - off);
+            w->wpend->len = (uint32_t)(wbuf_len - off);
+            w->wpend->pos = 0;
         }
     }
     wbuf_len = 0;
@@ -215,11 +238,11 @@ static int flush(struct ws_conn *w)
 /* 0: nothing left; 1: the socket is full; -1: it failed. */
 static int flush_pending(struct ws_conn *w)
 {
-    while (w->wpend_pos < w->wpend_len) {
-        ssize_t n = send(w->fd, w->wpend + w->wpend_pos, w->wpend_len - w->wpend_pos,
-                         MSG_NOSIGNAL);
+    struct wpend *p = w->wpend;
+    while (p->pos < p->len) {
+        ssize_t n = send(w->fd, p->data + p->pos, p->len - p->pos, MSG_NOSIGNAL);
         if (n > 0)
-            w->wpend_pos += (uint32_t)n;
+            p->pos += (uint32_t)n;
         else if (n < 0 && errno == EINTR)
             continue;
         else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
@@ -227,9 +250,8 @@ static int flush_pending(struct ws_conn *w)
         else
             return w->failed = 1, -1;
     }
-    free(w->wpend);
+    free(p);
     w->wpend = NULL;
-    w->wpend_len = w->wpend_pos = 0;
     return 0;
 }
 
@@ -278,7 +300,7 @@ static int ctx_get(struct ws_conn *w)
         w->ctx = NULL;
         return -1;
     }
-    wslay_event_config_set_max_recv_msg_length(w->ctx, w->cf->max_message_size);
+    wslay_event_config_set_max_recv_msg_length(w->ctx, cf->max_message_size);
     return 0;
 }
 
@@ -292,7 +314,7 @@ static void ctx_put_if_idle(struct ws_conn *w)
     }
 }
 
-struct ws_conn *ws_open(int fd, const struct config *cf, const struct module *m,
+struct ws_conn *ws_open(int fd, const struct config *config, const struct module *m,
                         char *pending, size_t len)
 {
     struct ws_conn *w = calloc(1, sizeof(*w));
@@ -300,13 +322,17 @@ struct ws_conn *ws_open(int fd, const struct config *cf, const struct module *m,
         free(pending);
         return NULL;
     }
-    w->cf = cf;
+    cf = config;
     w->module = m;
     w->fd = fd;
-    w->rbuf = len ? pending : NULL;
-    w->rlen = w->rcap = (uint32_t)len;
-    if (len == 0)
+    if (len == 0) {
         free(pending);
+    } else if ((w->rbuf = realloc(pending, len > WS_RBUF_SIZE ? len : WS_RBUF_SIZE)) == NULL) {
+        free(pending);
+        free(w);
+        return NULL;
+    }
+    w->rlen = (uint32_t)len;
     if (m->on_open && m->on_open(w) != 0)
         ws_close(w, 1011, "module refused the connection");
     return w;
@@ -345,7 +371,7 @@ static int send_all(struct ws_conn *w)
 static int unblocked(struct ws_conn *w)
 {
     if (w->blocked == BLOCK_OUTPUT)
-        return wslay_event_get_queued_msg_length(w->ctx) <= w->cf->max_pending_output;
+        return wslay_event_get_queued_msg_length(w->ctx) <= cf->max_pending_output;
     return w->blocked == BLOCK_CLOSE && wslay_event_get_queued_msg_count(w->ctx) == 0;
 }
 
@@ -354,6 +380,7 @@ unsigned ws_run(struct ws_conn *w)
     unsigned f;
     w->active = 0;
     w->drained = 0;
+    run_read = 0;
     if (ctx_get(w) < 0)
         return WS_DONE | WS_BROKEN;
     for (int round = 0;; round++) {
@@ -363,6 +390,10 @@ unsigned ws_run(struct ws_conn *w)
         int pending = w->wpend != NULL ? flush_pending(w) : 0;
         if (pending < 0 || send_all(w) < 0)
             return WS_DONE | WS_BROKEN;
+        if (w->blocked == BLOCK_YIELD) {
+            f = status(w) | WS_AGAIN;
+            break;
+        }
         /* With edge-triggered epoll nobody else will tell us to read again. */
         if (!unblocked(w)) {
             f = status(w);

@@ -37,6 +37,8 @@ LIMITS = {"max_message_size": "1k", "max_frame_size": 512, "max_header_size": "1
           "subprotocols": ["chat.v2", "chat"]}
 KEEPALIVE = {"idle_timeout": "1s", "ping_interval": "300ms"}
 BACKPRESSURE = {"max_pending_output": "64k", "send_timeout": "1s"}
+# Time enough for the client to read its backlog before close_timeout.
+BACKPRESSURE_SLOW_CLOSE = {**BACKPRESSURE, "close_timeout": "5s"}
 FULL = {"worker_connections": 3}
 
 
@@ -872,13 +874,11 @@ def test_slow_reader_catches_up_without_loss(backpressure):
     assert ws.close() == 1000
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "server bug: after its close frame the server reads and discards the "
-    "client's frames without limit until close_timeout, in one ws_run that "
-    "does not yield to other connections (see the issue-4 test report)"))
-def test_reading_after_close_frame_is_bounded(backpressure):
-    """Once a stalled client got 1008, what it sends before close_timeout is
-    not read without bound (linger caps this at 1 MiB for HTTP errors)."""
+def test_reading_after_close_frame_is_bounded(pool):
+    """Once a stalled client got 1008, the server reads nothing until its
+    close frame is out, then at most 1 MiB while it waits for the client's
+    close, and it never stops serving others to do so."""
+    backpressure = pool.get(BACKPRESSURE_SLOW_CLOSE)
     ws = RawWS(backpressure.port)
     msg = encode_frame(OP_BIN, b"m" * 65536)
     sent, stop = [0], [False]
@@ -894,10 +894,13 @@ def test_reading_after_close_frame_is_bounded(backpressure):
             pass
     th = threading.Thread(target=sender, daemon=True)
     th.start()
-    got, reason, _m = ws.recv_close(5.0)        # 1008 after send_timeout (1s)
-    assert got == 1008
+    time.sleep(1.2)                             # stalled past send_timeout (1s)
+    good = fresh(backpressure)
+    assert good.echo("unaffected") == b"unaffected"
+    got, reason, _m = ws.recv_close(5.0)        # now we read: echoes, then 1008
+    assert (got, reason) == (1008, b"not reading")
     at_close = sent[0]
-    time.sleep(0.8)                             # < close_timeout (1s)
+    time.sleep(0.8)                             # < close_timeout (5s)
     after = sent[0] - at_close
     stop[0] = True
     th.join(5)
