@@ -16,7 +16,7 @@
 #define WS_RBUF_SIZE 16384
 /* Bytes one ws_run reads before letting other connections have a turn. */
 #define WS_RUN_READ_MAX (256u << 10)
-/* Bytes a peer may send after our close frame before it is cut off. */
+/* Bytes read after our close frame while looking for the peer's. */
 #define WS_CLOSING_READ_MAX (1u << 20)
 /* wslay hands a frame's header and payload over in separate calls: they are
  * gathered here, per worker, and written with one system call per wake-up.
@@ -61,8 +61,8 @@ static size_t run_read;
 
 enum { BLOCK_NONE, BLOCK_OUTPUT, BLOCK_CLOSE, BLOCK_YIELD };
 
-/* 1: bytes were read, 0: would block (or our turn is over), -1: EOF or
- * error, or a peer that keeps sending after our close frame. */
+/* 1: bytes were read, 0: would block (or we will not read now), -1: EOF
+ * or error. */
 static int fill(struct ws_conn *w)
 {
     if (w->drained)
@@ -72,8 +72,11 @@ static int fill(struct ws_conn *w)
         return 0;
     }
     /* Closing: nothing the peer sends matters until our close frame is
-     * out; after that we read only to find its close (bounded below). */
-    if (w->closing && !wslay_event_get_close_sent(w->ctx))
+     * out; after that we read only to find its close, and a peer that
+     * keeps sending instead is left unread until close_timeout drops it
+     * (no reset sooner: our close frame may still be queued to it). */
+    if (w->closing && (!wslay_event_get_close_sent(w->ctx) || w->wpend != NULL ||
+                       w->after_close > WS_CLOSING_READ_MAX))
         return 0;
     if (w->rbuf == NULL && (w->rbuf = malloc(WS_RBUF_SIZE)) == NULL)
         return -1;
@@ -93,8 +96,8 @@ static int fill(struct ws_conn *w)
             run_read += (size_t)n;
             /* A short read emptied the receive queue: skip the EAGAIN read. */
             w->drained = (size_t)n < room;
-            if (w->closing && (w->after_close += (uint32_t)n) > WS_CLOSING_READ_MAX)
-                return -1;
+            if (w->closing)
+                w->after_close += (uint32_t)n;
             return 1;
         }
         if (n < 0 && errno == EINTR)
