@@ -322,17 +322,11 @@ static int parse_routes(struct parse *p, yaml_node_t *n, struct config *cf, cons
 
 static int parse_user(struct parse *p, yaml_node_t *n, struct config *cf, const struct key *k)
 {
-    const char *s = scalar(p, n, k->name);
-    if (s == NULL)
+    if (parse_string(p, n, cf, k) < 0)
         return -1;
-    struct passwd *pw = getpwnam(s);
+    struct passwd *pw = getpwnam(cf->user);
     if (pw == NULL)
-        return fail(p, n, "%s: unknown user '%s'", k->name, s);
-    char *copy = strdup(s);
-    if (copy == NULL)
-        return fail(p, n, "%s: out of memory", k->name);
-    free(cf->user);
-    cf->user = copy;
+        return fail(p, n, "%s: unknown user '%s'", k->name, cf->user);
     cf->uid = pw->pw_uid;
     if (!p->group_set)
         cf->gid = pw->pw_gid;
@@ -427,7 +421,7 @@ static const struct key keys[] = {
     { "max_message_size",   parse_size,      OFF(max_message_size), 1, 1 << 30 },
     { "max_pending_output", parse_size,      OFF(max_pending_output), 1024, 1 << 30 },
     { "drain_spread",       parse_duration,  OFF(drain_spread_ms), 0, 3600000 },
-    { "user",               parse_user,      0, 0, 0 },
+    { "user",               parse_user,      OFF(user), 0, 0 },
     { "group",              parse_group,     0, 0, 0 },
     { "worker_rlimit_nofile", parse_uint,    OFF(worker_rlimit_nofile), 0, 1 << 24 },
     { "worker_cpu_affinity", parse_affinity, 0, 0, 0 },
