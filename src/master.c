@@ -455,6 +455,12 @@ static void loop(void)
         if (M.stopping && M.nw == 0)
             break;
         sigsuspend(&none);
+        /* A stop first: workers that died of the same group-wide signal
+         * are then part of the shutdown, not failures to respawn. */
+        if (sig_fast || sig_stop) {
+            stop(sig_fast);
+            sig_fast = sig_stop = 0;
+        }
         if (sig_child) {
             sig_child = 0;
             reap();
@@ -462,10 +468,6 @@ static void loop(void)
         if (sig_io) {
             sig_io = 0;
             read_channels();
-        }
-        if (sig_fast || sig_stop) {
-            stop(sig_fast);
-            sig_fast = sig_stop = 0;
         }
         if (sig_reload) {
             sig_reload = 0;
