@@ -162,17 +162,27 @@ static struct http_span trim(const char *base, struct http_span s)
 }
 
 /* Is token one of the comma-separated, case-insensitive items of s? */
+/* The next comma-separated item of s at or after *pos, trimmed; 0 when
+ * there is none left. Start with *pos = s.off. */
+static int next_item(const char *base, struct http_span s, uint32_t *pos,
+                     struct http_span *item)
+{
+    uint32_t end = s.off + s.len, i = *pos;
+    if (i > end)
+        return 0;
+    while (i < end && base[i] != ',')
+        i++;
+    *item = trim(base, (struct http_span){ *pos, i - *pos });
+    *pos = i + 1;
+    return 1;
+}
+
 static int has_token(const char *base, struct http_span s, const char *token)
 {
-    uint32_t end = s.off + s.len, start = s.off;
-    for (uint32_t i = s.off; i <= end; i++) {
-        if (i < end && base[i] != ',')
-            continue;
-        struct http_span item = trim(base, (struct http_span){ start, i - start });
+    struct http_span item;
+    for (uint32_t pos = s.off; next_item(base, s, &pos, &item);)
         if (span_is(base, item, token))
             return 1;
-        start = i + 1;
-    }
     return 0;
 }
 
@@ -269,20 +279,14 @@ static int check_origin(const struct http_req *r, const char *buf,
 static const char *choose_protocol(const struct http_req *r, const char *buf,
                                    const struct config *cf)
 {
-    struct http_span s = r->hdr[HDR_WS_PROTOCOL];
-    uint32_t end = s.off + s.len, start = s.off;
+    struct http_span s = r->hdr[HDR_WS_PROTOCOL], item;
     if (r->count[HDR_WS_PROTOCOL] == 0)
         return NULL;
-    for (uint32_t i = s.off; i <= end; i++) {
-        if (i < end && buf[i] != ',')
-            continue;
-        struct http_span item = trim(buf, (struct http_span){ start, i - start });
+    for (uint32_t pos = s.off; next_item(buf, s, &pos, &item);)
         for (size_t k = 0; k < cf->nsubprotocols; k++)
-            if (span_is(buf, item, cf->subprotocols[k]) &&
+            if (strlen(cf->subprotocols[k]) == item.len &&
                 memcmp(buf + item.off, cf->subprotocols[k], item.len) == 0)
-                return cf->subprotocols[k];
-        start = i + 1;
-    }
+                return cf->subprotocols[k]; /* protocol names are case-sensitive */
     return NULL;
 }
 
