@@ -283,22 +283,26 @@ def http_exchange(port, request, timeout=5.0):
     return HttpResponse(data), eof
 
 
-def encode_frame(opcode, payload=b"", fin=True, mask=True, rsv=0):
+def encode_frame(opcode, payload=b"", fin=True, mask=True, rsv=0, enc=None, length=None):
+    """A client frame. enc forces the length encoding (7, 16 or 64 bits)
+    whatever the payload size; length overrides the announced length."""
     if isinstance(payload, str):
         payload = payload.encode()
     b0 = (0x80 if fin else 0) | (rsv << 4) | opcode
-    n = len(payload)
+    n = len(payload) if length is None else length
+    if enc is None:
+        enc = 7 if n < 126 else 16 if n < 65536 else 64
     mbit = 0x80 if mask else 0
-    if n < 126:
+    if enc == 7:
         hdr = struct.pack("!BB", b0, mbit | n)
-    elif n < 65536:
+    elif enc == 16:
         hdr = struct.pack("!BBH", b0, mbit | 126, n)
     else:
         hdr = struct.pack("!BBQ", b0, mbit | 127, n)
     if not mask:
         return hdr + payload
     key = os.urandom(4)
-    masked = bytes(b ^ key[i & 3] for i, b in enumerate(payload)) if n < 4096 \
+    masked = bytes(b ^ key[i & 3] for i, b in enumerate(payload)) if len(payload) < 4096 \
         else _mask_fast(payload, key)
     return hdr + key + masked
 

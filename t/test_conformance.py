@@ -13,7 +13,6 @@ for the next test.
 
 import os
 import socket
-import struct
 import threading
 import time
 
@@ -107,28 +106,8 @@ def srv(pool):
 # frame helpers
 # --------------------------------------------------------------------------
 
-def mask_bytes(payload, key):
-    return bytes(b ^ key[i & 3] for i, b in enumerate(payload))
-
-
 def frame_enc(opcode, payload=b"", fin=True, enc=None, length=None, mask=True, rsv=0):
-    """A frame whose length uses encoding enc (7, 16 or 64 bits) whatever
-    the payload size; length overrides the announced length."""
-    n = len(payload) if length is None else length
-    if enc is None:
-        enc = 7 if n < 126 else 16 if n < 65536 else 64
-    b0 = (0x80 if fin else 0) | (rsv << 4) | opcode
-    m = 0x80 if mask else 0
-    if enc == 7:
-        hdr = struct.pack("!BB", b0, m | n)
-    elif enc == 16:
-        hdr = struct.pack("!BBH", b0, m | 126, n)
-    else:
-        hdr = struct.pack("!BBQ", b0, m | 127, n)
-    if not mask:
-        return hdr + payload
-    key = os.urandom(4)
-    return hdr + key + mask_bytes(payload, key)
+    return encode_frame(opcode, payload, fin=fin, mask=mask, rsv=rsv, enc=enc, length=length)
 
 
 def expect_close(ws, code, timeout=3.0):
