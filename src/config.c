@@ -357,6 +357,22 @@ static int parse_affinity(struct parse *p, yaml_node_t *n, struct config *cf, co
     return 0;
 }
 
+/* on/off (and the YAML 1.1 spellings true/false, yes/no) into an int. */
+static int parse_switch(struct parse *p, yaml_node_t *n, struct config *cf, const struct key *k)
+{
+    static const char *const on[] = { "on", "true", "yes" }, *const off[] = { "off", "false", "no" };
+    const char *s = scalar(p, n, k->name);
+    if (s == NULL)
+        return -1;
+    for (size_t i = 0; i < 3; i++) {
+        if (strcmp(s, on[i]) == 0 || strcmp(s, off[i]) == 0) {
+            *FIELD(cf, k, int) = strcmp(s, on[i]) == 0;
+            return 0;
+        }
+    }
+    return fail(p, n, "%s: expected 'on' or 'off', got '%s'", k->name, s);
+}
+
 static void strings_free(char **v, size_t n)
 {
     for (size_t i = 0; i < n; i++)
@@ -432,6 +448,8 @@ static const struct key keys[] = {
     { "allowed_origins",    parse_origins,   0, 0, 0 },
     { "subprotocols",       parse_subprotocols, 0, 0, 0 },
     { "routes",             parse_routes,    0, 0, 0 },
+    { "reload_handoff",     parse_switch,    OFF(reload_handoff), 0, 0 },
+    { "upgrade_timeout",    parse_duration,  OFF(upgrade_timeout_ms), 100, 3600000 },
 };
 #define NKEYS (sizeof(keys) / sizeof(keys[0]))
 
@@ -454,6 +472,8 @@ static int defaults(struct config *cf)
     cf->idle_timeout_ms = 120000;
     cf->ping_interval_ms = 30000;
     cf->send_timeout_ms = 30000;
+    cf->reload_handoff = 1;
+    cf->upgrade_timeout_ms = 30000;
     cf->uid = getuid();
     cf->gid = getgid();
     cf->listen = calloc(1, sizeof(*cf->listen));

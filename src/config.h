@@ -55,6 +55,8 @@ struct config {
     gid_t gid;
     unsigned worker_rlimit_nofile; /* 0: leave the limit alone */
     int worker_cpu_affinity;    /* 1: pin worker i to the i-th allowed CPU */
+    int reload_handoff;         /* 1: reloads hand open WebSockets to the new workers */
+    uint64_t upgrade_timeout_ms;/* a new executable must be serving within this */
 };
 
 #define CONFIG_ERR_MAX 1024

@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,6 +10,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "handoff.h"
 #include "http.h"
 #include "log.h"
 #include "ws.h"
@@ -243,6 +245,8 @@ static void ws_timers(struct conn *c, unsigned f)
     }
 }
 
+static void handoff_one(struct conn *c);
+
 static void ws_step(struct conn *c)
 {
     if (out_flush(c) != 0)
@@ -258,6 +262,8 @@ static void ws_step(struct conn *c)
     if ((f & WS_AGAIN) && !list_linked(&c->rlink))
         list_append(&env->ready_q, &c->rlink);
     ws_timers(c, f);
+    if (env->handing_off && !env->handoff_full)
+        handoff_one(c);
 }
 
 static void upgrade(struct conn *c, const struct http_verdict *v, size_t end)
@@ -271,7 +277,7 @@ static void upgrade(struct conn *c, const struct http_verdict *v, size_t end)
     c->in = NULL;
     http_end(c);
     timer_clear(c);
-    c->ws = n ? ws_open(c->io.fd, env->cf, v->route->module, pending, rest) : NULL;
+    c->ws = n ? ws_open(c->io.fd, env->cf, v->route, pending, rest) : NULL;
     if (c->ws == NULL) {
         if (n)
             log_error("out of memory for a WebSocket");
@@ -541,4 +547,208 @@ void conn_destroy_all(struct conn_env *env)
     while (!list_empty(&env->all))
         conn_close(list_entry(env->all.next, struct conn, link));
     conn_reap(env);
+}
+
+/* ---- Reload handoff ---------------------------------------------------- */
+
+/* How long the peer has been silent, read back from its keepalive timer. */
+static uint32_t silent_ms(const struct conn *c)
+{
+    const struct config *cf = env->cf;
+    uint64_t now = env->loop->now, span;
+    if (c->queue == CONN_Q_PING)
+        span = cf->ping_interval_ms;
+    else if (c->queue == CONN_Q_IDLE)
+        span = cf->idle_timeout_ms;
+    else
+        return 0;
+    uint64_t heard = c->deadline > span ? c->deadline - span : 0;
+    return heard < now ? (uint32_t)(now - heard) : 0;
+}
+
+/* Like timer_set, for a deadline that may be earlier than others in the
+ * queue. Handed-over connections arrive in deadline order, so the walk back
+ * from the tail stays short. */
+static void timer_set_sorted(struct conn *c, enum conn_queue q, uint64_t timeout_ms)
+{
+    struct list *head = &env->timers[q], *at = head->prev;
+    list_remove(&c->tlink);
+    c->queue = q;
+    c->deadline = env->loop->now + timeout_ms;
+    while (at != head && list_entry(at, struct conn, tlink)->deadline > c->deadline)
+        at = at->prev;
+    list_append(at->next, &c->tlink); /* appending before at->next = after at */
+}
+
+/* The keepalive clocks carry on where the old worker left them, under the
+ * new configuration's intervals. */
+static void keepalive_since(struct conn *c, uint32_t silent)
+{
+    const struct config *cf = env->cf;
+    if (cf->ping_interval_ms && silent < cf->ping_interval_ms)
+        timer_set_sorted(c, CONN_Q_PING, cf->ping_interval_ms - silent);
+    else if (cf->idle_timeout_ms)
+        timer_set_sorted(c, CONN_Q_IDLE, cf->idle_timeout_ms > silent
+                                         ? cf->idle_timeout_ms - silent : 0);
+    else
+        keepalive_reset(c);
+}
+
+/* The connection lives on in another worker: forget it without a word to
+ * the peer or the module. */
+static void conn_release(struct conn *c)
+{
+    /* The socket stays open elsewhere: closing our descriptor alone would
+     * leave it registered in our epoll set. */
+    ev_del(env->loop, &c->io);
+    ws_detach(c->ws);
+    c->ws = NULL;
+    close(c->io.fd);
+    c->state = CONN_DEAD;
+    timer_clear(c);
+    list_remove(&c->rlink);
+    list_remove(&c->link);
+    list_append(&env->dead_q, &c->link);
+    env->nconns--;
+    env->handed++;
+}
+
+/* 0: sent; 1: every inbox is full; -1: it cannot go anywhere. */
+static int handoff_send_any(const struct handoff_conn *hc)
+{
+    int full = 0, live = 0;
+    for (unsigned tries = 0; tries < env->ntargets; tries++) {
+        unsigned i = env->next_target++ % env->ntargets;
+        if (env->targets[i] < 0)
+            continue;
+        live++;
+        if (handoff_send(env->targets[i], hc) == 0)
+            return 0;
+        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS) {
+            full = 1;
+        } else if (errno != EMSGSIZE) {
+            /* That worker is gone; its inbox is of no more use. */
+            log_warn("handoff: a new worker's inbox failed: %s", strerror(errno));
+            close(env->targets[i]);
+            env->targets[i] = -1;
+            live--;
+        } else {
+            return -1;
+        }
+    }
+    if (live == 0 && env->handing_off) {
+        log_warn("handoff: no new worker left to take connections; they drain here");
+        env->handing_off = 0;
+    }
+    return full ? 1 : -1;
+}
+
+static void handoff_one(struct conn *c)
+{
+    struct handoff_conn hc;
+    if (c->state != CONN_WS || c->out != NULL || c->queue == CONN_Q_CLOSING ||
+        ws_export(c->ws, &hc.pending, &hc.pending_len) < 0)
+        return; /* not at a clean point: tried again after its next run */
+    const struct config_route *r = ws_route(c->ws);
+    hc.fd = c->io.fd;
+    hc.silent_ms = silent_ms(c);
+    hc.path = r->path;
+    hc.path_len = strlen(r->path);
+    int rc = handoff_send_any(&hc);
+    if (rc == 0)
+        conn_release(c);
+    else if (rc > 0)
+        env->handoff_full = 1;
+}
+
+static void handoff_list(struct list *head, size_t link_offset)
+{
+    struct list *it = head->next;
+    while (it != head && env->handing_off && !env->handoff_full) {
+        struct conn *c = (struct conn *)(void *)((char *)it - link_offset);
+        it = it->next; /* c may leave this list */
+        handoff_one(c);
+    }
+}
+
+void conn_handoff_retry(struct conn_env *e)
+{
+    e->handoff_full = 0;
+    /* Keepalive queues first, in deadline order: the receiver's queues
+     * then stay sorted cheaply. Then whatever has no timer. */
+    handoff_list(&e->timers[CONN_Q_PING], offsetof(struct conn, tlink));
+    handoff_list(&e->timers[CONN_Q_IDLE], offsetof(struct conn, tlink));
+    handoff_list(&e->all, offsetof(struct conn, link));
+}
+
+void conn_handoff_begin(struct conn_env *e, int *targets, unsigned n)
+{
+    for (unsigned i = 0; i < e->ntargets; i++)
+        if (e->targets[i] >= 0)
+            close(e->targets[i]);
+    free(e->targets);
+    e->targets = targets;
+    e->ntargets = n;
+    e->next_target = 0;
+    e->handing_off = n > 0;
+    conn_handoff_retry(e);
+}
+
+/* The route is gone from the new configuration: close as a reload would. */
+static void route_gone(struct conn *c, const struct handoff_conn *hc)
+{
+    static const char reason[] = "route removed by reload";
+    char frame[4 + sizeof(reason) - 1], peer[64];
+    frame[0] = (char)0x88; /* FIN + close */
+    frame[1] = (char)(2 + sizeof(reason) - 1);
+    frame[2] = (char)(1012 >> 8);
+    frame[3] = (char)(1012 & 0xff);
+    memcpy(frame + 4, reason, sizeof(reason) - 1);
+    log_info("handed-over connection from %s: path %.*s no longer routed, closing with 1012",
+             peer_name(c->io.fd, peer, sizeof(peer)), (int)hc->path_len, hc->path);
+    c->state = CONN_LINGER;
+    timer_set(c, CONN_Q_CLOSING, env->cf->close_timeout_ms);
+    if (out_send(c, frame, sizeof(frame)) == 0)
+        linger_step(c);
+}
+
+int conn_adopt(struct conn_env *e, const struct handoff_conn *hc)
+{
+    const struct config_route *r = config_route_find(e->cf, hc->path, hc->path_len);
+    struct conn *c = calloc(1, sizeof(*c));
+    char *pending = hc->pending_len ? malloc(hc->pending_len) : NULL;
+    int ok = c != NULL && (hc->pending_len == 0 || pending != NULL);
+    if (ok) {
+        c->io.fd = hc->fd;
+        c->io.cb = on_event;
+        ok = ev_add(e->loop, &c->io, EV_BASE) == 0;
+    }
+    if (!ok) {
+        log_error("cannot take over a connection: %s", strerror(errno));
+        free(c);
+        free(pending);
+        close(hc->fd);
+        return -1;
+    }
+    list_init(&c->tlink);
+    list_init(&c->rlink);
+    list_append(&e->all, &c->link);
+    e->nconns++;
+    e->adopted++;
+    if (r == NULL) {
+        free(pending);
+        route_gone(c, hc);
+        return 0;
+    }
+    if (pending)
+        memcpy(pending, hc->pending, hc->pending_len);
+    if ((c->ws = ws_open(c->io.fd, e->cf, r, pending, hc->pending_len)) == NULL) {
+        log_error("out of memory for a handed-over connection");
+        conn_close(c);
+        return -1;
+    }
+    c->state = CONN_WS;
+    keepalive_since(c, hc->silent_ms);
+    ws_step(c); /* bytes that travelled with it, and what arrived since */
+    return 0;
 }

@@ -32,6 +32,13 @@ struct conn_env {
     struct list ready_q;        /* yielded with input left: run next iteration */
     struct list dead_q;         /* closed during this iteration: freed after it */
     unsigned nconns;
+    /* Reload handoff: inboxes of the new generation's workers (ours to
+     * close), tried in turn. */
+    int *targets;
+    unsigned ntargets, next_target;
+    unsigned handing_off : 1;   /* hand every WebSocket over at a clean point */
+    unsigned handoff_full : 1;  /* every inbox was full: try again later */
+    unsigned long handed, adopted;
 };
 
 void conn_env_init(struct conn_env *env, const struct config *cf, struct ev_loop *loop);
@@ -55,5 +62,15 @@ void conn_close_oldest(struct conn_env *env, uint16_t code, unsigned max);
 void conn_reap(struct conn_env *env);
 /* Closes and frees everything at once (fast exit). */
 void conn_destroy_all(struct conn_env *env);
+
+struct handoff_conn;
+/* From now on, hands every open WebSocket to one of targets (inbox write
+ * ends, which env takes over, replacing earlier ones) as soon as it is at a
+ * clean point. */
+void conn_handoff_begin(struct conn_env *env, int *targets, unsigned n);
+/* Tries again the connections that found every inbox full. */
+void conn_handoff_retry(struct conn_env *env);
+/* Serves a connection handed over by another worker; hc->fd becomes ours. */
+int  conn_adopt(struct conn_env *env, const struct handoff_conn *hc);
 
 #endif

@@ -15,11 +15,13 @@
 #include "channel.h"
 #include "config.h"
 #include "ev.h"
+#include "handoff.h"
 #include "listener.h"
 #include "log.h"
 #include "notify.h"
 #include "pidfile.h"
 #include "proctitle.h"
+#include "upgrade.h"
 #include "worker.h"
 
 /* Extra time a draining worker gets past its own deadlines before SIGKILL. */
@@ -38,6 +40,7 @@ struct wproc {
     pid_t pid;
     unsigned slot, generation;
     int channel;            /* master's end */
+    int inbox;              /* write end of its inbox, until given away; -1 */
     enum wstate state;
     int ready;              /* said it is serving */
     uint64_t started_ms;
@@ -49,7 +52,8 @@ struct slot {
     unsigned backoff_ms;
 };
 
-static volatile sig_atomic_t sig_reload, sig_stop, sig_fast, sig_child, sig_reopen, sig_io;
+static volatile sig_atomic_t sig_reload, sig_stop, sig_fast, sig_child, sig_reopen, sig_io,
+                             sig_upgrade;
 
 static struct {
     const char *conf_file;
@@ -63,7 +67,20 @@ static struct {
     pid_t pid;
     unsigned ncpus;             /* CPUs we may run on, for worker_cpu_affinity */
     uint64_t reload_started_ms; /* 0: no generation waiting to be ready */
-} M;
+    char exe[4096];             /* our executable's path, for an upgrade */
+    /* Binary upgrade, old side: the new master we started. */
+    pid_t up_pid;               /* 0: none running */
+    int up_fd;                  /* our end of its channel; -1 */
+    uint64_t up_deadline_ms;
+    int *up_inboxes;            /* its workers' inboxes, sent before its 'G' */
+    unsigned n_up_inboxes;
+    int upgraded;               /* everything handed over: exit when drained */
+    /* New side: the old master's channel, until our workers serve. */
+    int parent_fd;
+} M = { .up_fd = -1, .parent_fd = -1 };
+
+static void upgrade_abort(const char *why);
+static void read_upgrade(void);
 
 static void on_signal(int signo)
 {
@@ -74,13 +91,14 @@ static void on_signal(int signo)
     case SIGINT:  sig_fast = 1; break;
     case SIGCHLD: sig_child = 1; break;
     case SIGUSR1: sig_reopen = 1; break;
+    case SIGUSR2: sig_upgrade = 1; break;
     case SIGIO:   sig_io = 1; break;
     default: break; /* SIGALRM: just wake up */
     }
 }
 
 static const int handled[] = {
-    SIGHUP, SIGTERM, SIGQUIT, SIGINT, SIGCHLD, SIGUSR1, SIGALRM, SIGIO,
+    SIGHUP, SIGTERM, SIGQUIT, SIGINT, SIGCHLD, SIGUSR1, SIGUSR2, SIGALRM, SIGIO,
 };
 
 static void signals_init(void)
@@ -121,12 +139,26 @@ static void tell(struct wproc *w, char cmd)
     tell_fd(w, cmd, -1);
 }
 
-static void child_start(unsigned slot, int channel)
+static void inbox_close(struct wproc *w)
+{
+    if (w->inbox >= 0)
+        close(w->inbox);
+    w->inbox = -1;
+}
+
+static void child_start(unsigned slot, int channel, int inbox)
 {
     int fds[M.cf->nlisten];
-    /* Keep only this slot's sockets and our own channel end. */
-    for (size_t i = 0; i < M.nw; i++)
+    /* Keep only this slot's sockets and our own channel end. Another
+     * worker's inbox kept open here would never report its end. */
+    for (size_t i = 0; i < M.nw; i++) {
         close(M.w[i].channel);
+        inbox_close(&M.w[i]);
+    }
+    if (M.up_fd >= 0)
+        close(M.up_fd);
+    if (M.parent_fd >= 0)
+        close(M.parent_fd);
     listeners_keep_slot(&M.ls, slot);
     for (size_t i = 0; i < M.cf->nlisten; i++)
         fds[i] = listeners_fd(&M.ls, i, slot);
@@ -138,6 +170,7 @@ static void child_start(unsigned slot, int channel)
         .nlisten = M.cf->nlisten,
         .ncpus = M.ncpus,
         .channel = channel,
+        .inbox = inbox,
     };
     worker_main(&a);
 }
@@ -152,13 +185,19 @@ static void channel_watch(int fd)
 
 static int spawn(unsigned slot)
 {
-    int sv[2];
+    int sv[2], ib[2];
     struct wproc *grown = realloc(M.w, (M.nw + 1) * sizeof(*M.w));
     if (grown == NULL)
         return -1;
     M.w = grown;
     if (channel_pair(sv) < 0) {
         log_error("socketpair: %s", strerror(errno));
+        return -1;
+    }
+    if (handoff_pair(ib) < 0) {
+        log_error("socketpair: %s", strerror(errno));
+        close(sv[0]);
+        close(sv[1]);
         return -1;
     }
     /* Before the fork: a worker's first message must raise SIGIO too. */
@@ -168,16 +207,26 @@ static int spawn(unsigned slot)
         log_error("fork: %s", strerror(errno));
         close(sv[0]);
         close(sv[1]);
+        close(ib[0]);
+        close(ib[1]);
         return -1;
     }
     if (pid == 0) {
         close(sv[0]);
-        child_start(slot, sv[1]);
+        close(ib[1]);
+        child_start(slot, sv[1], ib[0]);
     }
     close(sv[1]);
+    close(ib[0]);
+    /* The inbox's write end is given away once the generation is ready; a
+     * worker respawned later gets no handoffs and its inbox closes now. */
+    if (M.reload_started_ms == 0) {
+        close(ib[1]);
+        ib[1] = -1;
+    }
     M.w[M.nw++] = (struct wproc){
         .pid = pid, .slot = slot, .generation = M.generation, .channel = sv[0],
-        .state = W_RUNNING, .started_ms = ev_now_ms(),
+        .inbox = ib[1], .state = W_RUNNING, .started_ms = ev_now_ms(),
     };
     log_info("worker %d started (slot %u, generation %u)", (int)pid, slot, M.generation);
     return 0;
@@ -200,6 +249,7 @@ static void worker_gone(size_t i, int status)
     struct wproc w = M.w[i];
     char how[96];
     close(w.channel);
+    inbox_close(&w);
     M.w[i] = M.w[--M.nw];
     describe_exit(status, how, sizeof(how));
     if (w.state == W_DRAINING || M.stopping) {
@@ -234,12 +284,49 @@ static void report_status(const char *prefix)
                 count_workers(0, 0));
 }
 
+/* A binary upgrade's new master: the old one may now hand its
+ * connections to our workers, and we are the one the pid file names. */
+static void give_inboxes_to_parent(void)
+{
+    if (pidfile_write(M.cf->pid_file, M.pid) < 0)
+        log_error("cannot write pid file %s: %s", M.cf->pid_file, strerror(errno));
+    for (size_t i = 0; i < M.nw; i++)
+        if (M.w[i].inbox >= 0 && channel_send(M.parent_fd, WORKER_CMD_TARGET, M.w[i].inbox) < 0)
+            log_warn("upgrade: cannot pass an inbox to the old master: %s", strerror(errno));
+    if (channel_send(M.parent_fd, WORKER_CMD_GO, -1) < 0)
+        log_error("upgrade: cannot reach the old master: %s", strerror(errno));
+    close(M.parent_fd);
+    M.parent_fd = -1;
+}
+
+/* The new generation serves: older workers hand it their connections. */
+static void give_inboxes(void)
+{
+    if (M.parent_fd >= 0) {
+        give_inboxes_to_parent();
+    } else if (M.cf->reload_handoff) {
+        for (size_t o = 0; o < M.nw; o++) {
+            if (M.w[o].generation == M.generation)
+                continue;
+            for (size_t n = 0; n < M.nw; n++)
+                if (M.w[n].generation == M.generation && M.w[n].inbox >= 0)
+                    tell_fd(&M.w[o], WORKER_CMD_TARGET, M.w[n].inbox);
+            tell(&M.w[o], WORKER_CMD_GO);
+        }
+    }
+    /* Senders now hold their own copies: once they are gone, an inbox
+     * reports its end and its worker knows nothing more will come. */
+    for (size_t i = 0; i < M.nw; i++)
+        inbox_close(&M.w[i]);
+}
+
 /* READY=1 once every worker of a new generation said it serves. */
 static void check_ready(void)
 {
     if (M.reload_started_ms == 0 || M.stopping ||
         count_workers(1, 1) < M.cf->worker_processes)
         return;
+    give_inboxes();
     log_notice("generation %u ready: %u workers serving, %u draining (%llu ms)",
                M.generation, M.cf->worker_processes, count_workers(0, 0),
                (unsigned long long)(ev_now_ms() - M.reload_started_ms));
@@ -260,6 +347,7 @@ static void read_channels(void)
                 close(fd);
         }
     }
+    read_upgrade();
     check_ready();
 }
 
@@ -268,6 +356,16 @@ static void reap(void)
     int status;
     pid_t pid;
     while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+        if (pid == M.up_pid) {
+            char how[96];
+            describe_exit(status, how, sizeof(how));
+            if (M.up_fd >= 0)
+                upgrade_abort(how);
+            else
+                log_notice("new master %d %s", (int)pid, how);
+            M.up_pid = 0;
+            continue;
+        }
         for (size_t i = 0; i < M.nw; i++) {
             if (M.w[i].pid == pid) {
                 worker_gone(i, status);
@@ -375,6 +473,106 @@ static void reload(void)
                M.cf->worker_processes);
 }
 
+/* ---- Binary upgrade, old side ---- */
+
+static void upgrade_forget_inboxes(void)
+{
+    for (unsigned i = 0; i < M.n_up_inboxes; i++)
+        close(M.up_inboxes[i]);
+    free(M.up_inboxes);
+    M.up_inboxes = NULL;
+    M.n_up_inboxes = 0;
+}
+
+static void upgrade_abort(const char *why)
+{
+    log_error("binary upgrade failed: %s; generation %u keeps serving", why, M.generation);
+    notify_send("STATUS=binary upgrade failed (%.200s); generation %u keeps serving", why,
+                M.generation);
+    if (M.up_fd >= 0)
+        close(M.up_fd);
+    M.up_fd = -1;
+    upgrade_forget_inboxes();
+    if (M.up_pid > 0)
+        kill(M.up_pid, SIGTERM); /* whatever it started drains itself */
+    /* It may have claimed the pid file just before failing. */
+    if (pidfile_write(M.cf->pid_file, M.pid) < 0)
+        log_error("cannot write pid file %s: %s", M.cf->pid_file, strerror(errno));
+}
+
+static void upgrade_start(void)
+{
+    if (M.stopping || M.up_fd >= 0) {
+        log_warn("binary upgrade ignored: %s", M.stopping ? "shutting down"
+                                                           : "an upgrade is under way");
+        return;
+    }
+    if (M.up_pid > 0) {
+        log_warn("binary upgrade ignored: the previous new master %d has not exited yet",
+                 (int)M.up_pid);
+        return;
+    }
+    log_notice("binary upgrade: starting %s", M.exe);
+    M.up_pid = upgrade_exec(M.exe, M.conf_file, &M.ls, &M.up_fd);
+    if (M.up_pid < 0) {
+        M.up_pid = 0;
+        upgrade_abort(strerror(errno));
+        return;
+    }
+    channel_watch(M.up_fd);
+    M.up_deadline_ms = ev_now_ms() + M.cf->upgrade_timeout_ms;
+}
+
+/* The new master serves: our workers hand it their connections, then we go. */
+static void upgrade_complete(void)
+{
+    uint64_t kill_at = ev_now_ms() + drain_budget(M.cf);
+    log_notice("binary upgrade: master %d serves; handing %zu workers' connections to its "
+               "%u workers", (int)M.up_pid, M.nw, M.n_up_inboxes);
+    for (size_t i = 0; i < M.nw; i++) {
+        struct wproc *w = &M.w[i];
+        /* Retire: our workers take their listeners' queues first. */
+        tell(w, WORKER_CMD_RETIRE);
+        for (unsigned k = 0; k < M.n_up_inboxes; k++)
+            tell_fd(w, WORKER_CMD_TARGET, M.up_inboxes[k]);
+        tell(w, WORKER_CMD_GO);
+        w->state = W_DRAINING;
+        if (w->kill_at_ms == 0 || kill_at < w->kill_at_ms)
+            w->kill_at_ms = kill_at;
+        inbox_close(w);
+    }
+    upgrade_forget_inboxes();
+    close(M.up_fd);
+    M.up_fd = -1;
+    M.upgraded = 1;
+    M.stopping = 1; /* no respawns, no reloads: exit once the workers are done */
+    listeners_close(&M.ls);
+    notify_send("MAINPID=%d\nSTATUS=upgraded: connections handed to master %d",
+                (int)M.up_pid, (int)M.up_pid);
+}
+
+static void read_upgrade(void)
+{
+    char cmd;
+    int fd, r;
+    while (M.up_fd >= 0 && (r = channel_recv(M.up_fd, &cmd, &fd)) > 0) {
+        if (cmd == WORKER_CMD_TARGET && fd >= 0) {
+            int *grown = realloc(M.up_inboxes, (M.n_up_inboxes + 1) * sizeof(*grown));
+            if (grown != NULL) {
+                M.up_inboxes = grown;
+                M.up_inboxes[M.n_up_inboxes++] = fd;
+                fd = -1;
+            }
+        } else if (cmd == WORKER_CMD_GO) {
+            upgrade_complete();
+        }
+        if (fd >= 0)
+            close(fd);
+    }
+    if (M.up_fd >= 0 && r < 0)
+        upgrade_abort("the new master closed its channel before serving");
+}
+
 static void stop(int fast)
 {
     if (M.stopping == 2 || (M.stopping == 1 && !fast))
@@ -392,6 +590,11 @@ static void stop(int fast)
         drain_workers(WORKER_CMD_QUIT, WORKER_CMD_QUIT, 1);
     }
     M.stopping = fast ? 2 : 1;
+    if (M.up_fd >= 0)
+        upgrade_abort("shutdown requested");
+    /* Draining workers must not wait for handoffs that will never come. */
+    for (size_t i = 0; i < M.nw; i++)
+        inbox_close(&M.w[i]);
     /* New connections must not queue behind workers that will not take them. */
     listeners_close(&M.ls);
 }
@@ -411,6 +614,10 @@ static void reopen(void)
 static int64_t run_timers(void)
 {
     uint64_t now = ev_now_ms(), next = UINT64_MAX;
+    if (M.up_fd >= 0 && M.up_deadline_ms <= now)
+        upgrade_abort("the new master was not serving within upgrade_timeout");
+    else if (M.up_fd >= 0)
+        next = M.up_deadline_ms;
     for (size_t i = 0; i < M.nw; i++) {
         struct wproc *w = &M.w[i];
         if (w->kill_at_ms && w->kill_at_ms <= now) {
@@ -471,8 +678,14 @@ static void loop(void)
         }
         if (sig_reload) {
             sig_reload = 0;
-            if (!M.stopping)
+            if (M.up_fd >= 0)
+                log_warn("reload ignored: a binary upgrade is under way");
+            else if (!M.stopping)
                 reload();
+        }
+        if (sig_upgrade) {
+            sig_upgrade = 0;
+            upgrade_start();
         }
         if (sig_reopen) {
             sig_reopen = 0;
@@ -493,20 +706,32 @@ static void describe_listen(char *buf, size_t len)
 int master_run(const char *conf_file, struct config *cf)
 {
     char err[CONFIG_ERR_MAX], where[512];
+    struct listeners inherited;
     M.conf_file = conf_file;
     M.cf = cf;
     M.pid = getpid();
     M.generation = 1;
-    pid_t other = pidfile_running(cf->pid_file);
+    if (upgrade_self(M.exe, sizeof(M.exe)) < 0)
+        M.exe[0] = '\0';
+    if (upgrade_inherit(&inherited, &M.parent_fd) < 0) {
+        fprintf(stderr, "wsechod: malformed upgrade environment from the old master\n");
+        listeners_close(&inherited);
+        return 1;
+    }
+    /* An upgrade's old master is alive and named in the pid file: the
+     * file becomes ours once our workers serve. */
+    pid_t other = M.parent_fd < 0 ? pidfile_running(cf->pid_file) : 0;
     if (other) {
         fprintf(stderr, "wsechod: already running (pid %d, from %s)\n", (int)other, cf->pid_file);
         return 1;
     }
-    if (listeners_open(&M.ls, cf, NULL, err, sizeof(err)) < 0) {
+    int rc = listeners_open(&M.ls, cf, &inherited, err, sizeof(err));
+    listeners_close(&inherited); /* addresses the new configuration dropped */
+    if (rc < 0) {
         fprintf(stderr, "wsechod: %s\n", err);
         return 1;
     }
-    if (pidfile_write(cf->pid_file, M.pid) < 0) {
+    if (M.parent_fd < 0 && pidfile_write(cf->pid_file, M.pid) < 0) {
         fprintf(stderr, "wsechod: cannot write pid file %s: %s\n", cf->pid_file, strerror(errno));
         return 1;
     }
@@ -521,8 +746,9 @@ int master_run(const char *conf_file, struct config *cf)
     M.reload_started_ms = ev_now_ms();
     proctitle_set("wsechod: master process %s", conf_file);
     describe_listen(where, sizeof(where));
-    log_notice("wsechod/%s master %d started: %u workers, listening on %s", WSECHOD_VERSION,
-               (int)M.pid, cf->worker_processes, where);
+    log_notice("wsechod/%s master %d started%s: %u workers, listening on %s", WSECHOD_VERSION,
+               (int)M.pid, M.parent_fd >= 0 ? " (binary upgrade)" : "", cf->worker_processes,
+               where);
     start_generation();
     loop();
     pidfile_remove(M.cf->pid_file, M.pid);
@@ -538,6 +764,7 @@ int master_signal(const struct config *cf, const char *name)
 {
     static const struct { const char *name; int signo; } sigs[] = {
         { "reload", SIGHUP }, { "stop", SIGTERM }, { "quit", SIGQUIT }, { "reopen", SIGUSR1 },
+        { "upgrade", SIGUSR2 },
     };
     for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++) {
         if (strcmp(name, sigs[i].name) != 0)
@@ -553,6 +780,7 @@ int master_signal(const struct config *cf, const char *name)
         }
         return 0;
     }
-    fprintf(stderr, "wsechod: unknown signal '%s' (reload, stop, quit or reopen)\n", name);
+    fprintf(stderr, "wsechod: unknown signal '%s' (reload, stop, quit, reopen or upgrade)\n",
+            name);
     return 2;
 }

@@ -15,6 +15,7 @@
 
 static struct sockaddr_un addr;
 static socklen_t addr_len;
+static char path_seen[sizeof(addr.sun_path)]; /* as $NOTIFY_SOCKET said it */
 
 void notify_init(void)
 {
@@ -30,8 +31,15 @@ void notify_init(void)
         if (path[0] == '@')
             addr.sun_path[0] = '\0'; /* abstract namespace */
         addr_len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + len);
+        memcpy(path_seen, path, len + 1);
     }
     unsetenv("NOTIFY_SOCKET");
+}
+
+void notify_export(void)
+{
+    if (addr_len != 0)
+        setenv("NOTIFY_SOCKET", path_seen, 1);
 }
 
 void notify_send(const char *fmt, ...)

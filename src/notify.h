@@ -6,6 +6,8 @@
 
 /* Reads and unsets $NOTIFY_SOCKET so that workers do not inherit it. */
 void notify_init(void);
+/* Puts $NOTIFY_SOCKET back, for a new executable replacing this one. */
+void notify_export(void);
 /* Sends one datagram, e.g. "READY=1\nSTATUS=serving". */
 void notify_send(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Microseconds of CLOCK_MONOTONIC, for MONOTONIC_USEC=. */

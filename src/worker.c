@@ -17,6 +17,7 @@
 #include "config.h"
 #include "conn.h"
 #include "ev.h"
+#include "handoff.h"
 #include "log.h"
 #include "proctitle.h"
 
@@ -28,6 +29,8 @@
 /* Granularity of the staggered closes. */
 #define SPREAD_TICK_MS 10
 #define EVENTS_PER_WAIT 512
+/* How soon a handoff that found every inbox full tries again. */
+#define HANDOFF_RETRY_MS 5
 
 struct listener_io {
     struct ev_io io;
@@ -39,6 +42,9 @@ static struct {
     struct conn_env env;
     struct listener_io *ls;
     struct ev_io channel;
+    struct ev_io inbox;         /* fd -1 once every sender is gone */
+    int *targets;               /* inboxes received since the last 'G' */
+    unsigned ntargets;
     int draining;
     int closing_sent;           /* every connection has been told to close */
     uint16_t drain_code;
@@ -153,6 +159,50 @@ static void hurry(void)
         W.spread_start = W.drain_deadline = W.loop.now;
 }
 
+static void add_target(int fd)
+{
+    int *grown = realloc(W.targets, (W.ntargets + 1) * sizeof(*grown));
+    if (grown == NULL) {
+        close(fd);
+        return;
+    }
+    W.targets = grown;
+    W.targets[W.ntargets++] = fd;
+}
+
+static void handoff_go(void)
+{
+    unsigned before = W.env.nconns;
+    if (!W.draining) {
+        /* Only a worker being replaced hands its connections over. */
+        for (unsigned i = 0; i < W.ntargets; i++)
+            close(W.targets[i]);
+        free(W.targets);
+    } else {
+        conn_handoff_begin(&W.env, W.targets, W.ntargets);
+        log_info("worker #%u gen %u: handing %u connections to %u new workers",
+                 W.a->slot, W.a->generation, before, W.ntargets);
+    }
+    W.targets = NULL;
+    W.ntargets = 0;
+}
+
+static void on_inbox(struct ev_loop *loop, struct ev_io *io, uint32_t events)
+{
+    struct handoff_conn hc;
+    int r;
+    (void)loop;
+    (void)events;
+    while ((r = handoff_recv(io->fd, &hc)) > 0)
+        conn_adopt(&W.env, &hc);
+    if (r < 0) {
+        /* Every worker that could send is gone: nothing more will come. */
+        ev_del(&W.loop, io);
+        close(io->fd);
+        io->fd = -1;
+    }
+}
+
 static void on_channel(struct ev_loop *loop, struct ev_io *io, uint32_t events)
 {
     char cmd;
@@ -166,6 +216,8 @@ static void on_channel(struct ev_loop *loop, struct ev_io *io, uint32_t events)
         case WORKER_CMD_QUIT:   drain_start(1001, 0, "shutdown"); break;
         case WORKER_CMD_HURRY:  hurry(); break;
         case WORKER_CMD_REOPEN: log_adopt(fd); fd = -1; break;
+        case WORKER_CMD_TARGET: if (fd >= 0) add_target(fd); fd = -1; break;
+        case WORKER_CMD_GO:     handoff_go(); break;
         default: log_warn("unknown command %d from master", cmd); break;
         }
         if (fd >= 0)
@@ -212,6 +264,10 @@ static int setup(const struct worker_args *a)
         if (ev_add(&W.loop, &W.ls[i].io, EPOLLIN | EPOLLET) < 0)
             return -1;
     }
+    W.inbox.fd = a->inbox;
+    W.inbox.cb = on_inbox;
+    if (ev_add(&W.loop, &W.inbox, EPOLLIN | EPOLLRDHUP | EPOLLET) < 0)
+        return -1;
     W.channel.fd = a->channel;
     W.channel.cb = on_channel;
     return ev_add(&W.loop, &W.channel, EPOLLIN | EPOLLRDHUP | EPOLLET);
@@ -234,6 +290,8 @@ static int next_timeout(void)
     uint64_t d = next_drain_event();
     if (W.accept_retry_at && (d == 0 || W.accept_retry_at < d))
         d = W.accept_retry_at;
+    if (W.env.handoff_full && (d == 0 || W.loop.now + HANDOFF_RETRY_MS < d))
+        d = W.loop.now + HANDOFF_RETRY_MS;
     if (d != 0) {
         int td = d <= W.loop.now ? 0 : (int)(d - W.loop.now);
         if (t < 0 || td < t)
@@ -280,6 +338,8 @@ static void run_worker_timers(void)
             if (W.ls[i].io.fd >= 0)
                 accept_all(W.ls[i].io.fd);
     }
+    if (W.env.handoff_full)
+        conn_handoff_retry(&W.env);
     drain_step();
 }
 
@@ -325,7 +385,9 @@ void worker_main(const struct worker_args *a)
     }
     channel_send(a->channel, WORKER_MSG_READY, -1);
     log_debug("worker #%u gen %u started", a->slot, a->generation);
-    while (!W.draining || W.env.nconns > 0 || W.retire_at) {
+    /* A draining worker also waits for its inbox to close: a connection
+     * may still be on its way to it from an older worker. */
+    while (!W.draining || W.env.nconns > 0 || W.retire_at || W.inbox.fd >= 0) {
         if (ev_poll(&W.loop, next_timeout()) < 0) {
             log_error("epoll_wait: %s", strerror(errno));
             break;
@@ -335,7 +397,8 @@ void worker_main(const struct worker_args *a)
         run_worker_timers();
         conn_reap(&W.env);
     }
-    log_info("worker #%u gen %u exiting", a->slot, a->generation);
+    log_info("worker #%u gen %u exiting (%lu connections handed over, %lu taken over)",
+             a->slot, a->generation, W.env.handed, W.env.adopted);
     close_listeners(0);
     conn_destroy_all(&W.env);
     ev_loop_free(&W.loop);

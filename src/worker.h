@@ -15,6 +15,8 @@ struct config;
 #define WORKER_CMD_QUIT    'Q' /* drain with 1001 */
 #define WORKER_CMD_REOPEN  'O' /* adopt the reopened log file sent along */
 #define WORKER_CMD_HURRY   'H' /* draining: close everything now */
+#define WORKER_CMD_TARGET  'T' /* a new worker's inbox (attached), for a handoff */
+#define WORKER_CMD_GO      'G' /* hand connections to the inboxes sent since the last 'G' */
 #define WORKER_MSG_READY   'r' /* worker -> master: serving */
 
 struct worker_args {
@@ -24,6 +26,7 @@ struct worker_args {
     unsigned ncpus;         /* CPUs the master may run on, for affinity */
     size_t nlisten;
     int channel;            /* EOF here means the master is gone */
+    int inbox;              /* connections handed over by other workers */
 };
 
 /* Runs the worker until it has drained; never returns. */

@@ -37,7 +37,7 @@ struct ws_conn {
     /* Exists only while a message, an echo or a close is in progress: an
      * idle connection holds none of wslay's ~4 KiB of buffers. */
     wslay_event_context_ptr ctx;
-    const struct module *module;
+    const struct config_route *route; /* its module, and its path for a handoff */
     void *data;
     char *rbuf;             /* read ahead, freed whenever it empties */
     struct wpend *wpend;
@@ -286,7 +286,7 @@ static void on_msg(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_
     (void)ctx;
     /* Control frames are answered by wslay itself (pong, close echo). */
     if (arg->opcode == WSLAY_TEXT_FRAME || arg->opcode == WSLAY_BINARY_FRAME)
-        w->module->on_message(w, (enum ws_msg_type)arg->opcode, arg->msg, arg->msg_length);
+        w->route->module->on_message(w, (enum ws_msg_type)arg->opcode, arg->msg, arg->msg_length);
 }
 
 static const struct wslay_event_callbacks callbacks = {
@@ -317,16 +317,17 @@ static void ctx_put_if_idle(struct ws_conn *w)
     }
 }
 
-struct ws_conn *ws_open(int fd, const struct config *config, const struct module *m,
+struct ws_conn *ws_open(int fd, const struct config *config, const struct config_route *route,
                         char *pending, size_t len)
 {
+    const struct module *m = route->module;
     struct ws_conn *w = calloc(1, sizeof(*w));
     if (w == NULL) {
         free(pending);
         return NULL;
     }
     cf = config;
-    w->module = m;
+    w->route = route;
     w->fd = fd;
     if (len == 0) {
         free(pending);
@@ -413,9 +414,29 @@ unsigned ws_run(struct ws_conn *w)
 
 void ws_free(struct ws_conn *w)
 {
-    if (w->module->on_close) {
-        w->module->on_close(w, w->close_received ? w->close_received : 1006);
-    }
+    const struct module *m = w->route->module;
+    if (m->on_close)
+        m->on_close(w, w->close_received ? w->close_received : 1006);
+    ws_detach(w);
+}
+
+const struct config_route *ws_route(const struct ws_conn *w)
+{
+    return w->route;
+}
+
+int ws_export(const struct ws_conn *w, const char **pending, size_t *len)
+{
+    /* No wslay context: no message half received, no echo or close queued. */
+    if (w->ctx != NULL || w->wpend != NULL || w->closing || w->failed)
+        return -1;
+    *pending = w->rbuf ? w->rbuf + w->rpos : NULL;
+    *len = w->rlen - w->rpos;
+    return 0;
+}
+
+void ws_detach(struct ws_conn *w)
+{
     if (w->ctx != NULL)
         wslay_event_context_free(w->ctx);
     free(w->rbuf);

@@ -9,6 +9,7 @@
 #include "module.h"
 
 struct config;
+struct config_route;
 
 enum {
     WS_WANT_WRITE = 1 << 0, /* output is queued: wait for EPOLLOUT */
@@ -20,9 +21,10 @@ enum {
     WS_STALLED    = 1 << 6, /* reading paused: the peer does not read its echoes */
 };
 
-/* Takes ownership of pending[0..len): bytes that arrived with the handshake.
- * Calls the module's on_open. NULL if out of memory. */
-struct ws_conn *ws_open(int fd, const struct config *cf, const struct module *m,
+/* Takes ownership of pending[0..len): bytes that arrived with the handshake
+ * (or with a handed-over connection). Calls the route's module's on_open.
+ * NULL if out of memory. */
+struct ws_conn *ws_open(int fd, const struct config *cf, const struct config_route *route,
                         char *pending, size_t len);
 /* Reads, dispatches, writes; returns WS_* flags. */
 unsigned ws_run(struct ws_conn *w);
@@ -30,5 +32,13 @@ unsigned ws_run(struct ws_conn *w);
 void ws_ping(struct ws_conn *w);
 /* Calls the module's on_close and frees everything (not the socket). */
 void ws_free(struct ws_conn *w);
+const struct config_route *ws_route(const struct ws_conn *w);
+/* At a clean point (nothing half received, nothing queued to send, not
+ * closing) returns 0 and the bytes read but not yet processed, which stay
+ * owned by w; otherwise -1. */
+int ws_export(const struct ws_conn *w, const char **pending, size_t *len);
+/* Frees everything without telling the module: the connection lives on in
+ * another worker. The socket is the caller's. */
+void ws_detach(struct ws_conn *w);
 
 #endif

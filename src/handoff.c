@@ -1,0 +1,99 @@
+#include "handoff.h"
+
+#include <errno.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define HANDOFF_MAGIC 0x57534831u /* "WSH1": both ends run the same format */
+
+struct wire {
+    uint32_t magic, silent_ms, path_len, pending_len;
+};
+
+/* Inbox sockets queue many connections; a 64 KiB message must still fit. */
+#define INBOX_SNDBUF (1 << 20)
+
+int handoff_pair(int sv[2])
+{
+    int size = INBOX_SNDBUF;
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, sv) < 0)
+        return -1;
+    /* Best effort: the default still carries every message, just fewer at once. */
+    (void)setsockopt(sv[1], SOL_SOCKET, SO_SNDBUF, &size, sizeof(size));
+    return 0;
+}
+
+int handoff_send(int sock, const struct handoff_conn *hc)
+{
+    union { struct cmsghdr h; char buf[CMSG_SPACE(sizeof(int))]; } ctl;
+    struct wire w = { HANDOFF_MAGIC, hc->silent_ms, (uint32_t)hc->path_len,
+                      (uint32_t)hc->pending_len };
+    struct iovec iov[3] = {
+        { &w, sizeof(w) },
+        { (void *)hc->path, hc->path_len },
+        { (void *)hc->pending, hc->pending_len },
+    };
+    struct msghdr msg = { .msg_iov = iov, .msg_iovlen = 3,
+                          .msg_control = ctl.buf, .msg_controllen = sizeof(ctl.buf) };
+    if (hc->path_len > HANDOFF_PATH_MAX || hc->pending_len > HANDOFF_PENDING_MAX) {
+        errno = EMSGSIZE;
+        return -1;
+    }
+    memset(&ctl, 0, sizeof(ctl));
+    struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(c), &hc->fd, sizeof(int));
+    ssize_t n;
+    do {
+        n = sendmsg(sock, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+    } while (n < 0 && errno == EINTR);
+    return n < 0 ? -1 : 0;
+}
+
+/* Takes the descriptor out of a received message's control data. */
+static int take_fd(struct msghdr *msg)
+{
+    int fd = -1;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(msg); c != NULL; c = CMSG_NXTHDR(msg, c))
+        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS)
+            memcpy(&fd, CMSG_DATA(c), sizeof(int));
+    return fd;
+}
+
+int handoff_recv(int sock, struct handoff_conn *hc)
+{
+    static char buf[sizeof(struct wire) + HANDOFF_PATH_MAX + HANDOFF_PENDING_MAX];
+    union { struct cmsghdr h; char buf[CMSG_SPACE(sizeof(int))]; } ctl;
+    for (;;) {
+        struct iovec iov = { buf, sizeof(buf) };
+        struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1,
+                              .msg_control = ctl.buf, .msg_controllen = sizeof(ctl.buf) };
+        ssize_t n = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -1;
+        if (n == 0)
+            return -1;
+        int fd = take_fd(&msg);
+        struct wire w;
+        memcpy(&w, buf, (size_t)n < sizeof(w) ? (size_t)n : sizeof(w));
+        if (fd < 0 || (size_t)n < sizeof(w) || w.magic != HANDOFF_MAGIC ||
+            w.path_len > HANDOFF_PATH_MAX || w.pending_len > HANDOFF_PENDING_MAX ||
+            (size_t)n != sizeof(w) + w.path_len + w.pending_len) {
+            if (fd >= 0)
+                close(fd); /* not ours to serve: a malformed message */
+            continue;
+        }
+        hc->fd = fd;
+        hc->silent_ms = w.silent_ms;
+        hc->path = buf + sizeof(w);
+        hc->path_len = w.path_len;
+        hc->pending = hc->path + w.path_len;
+        hc->pending_len = w.pending_len;
+        return 1;
+    }
+}

@@ -1,0 +1,35 @@
+/* Handing an open WebSocket from one worker to another: its socket (sent
+ * with SCM_RIGHTS) and the little state that belongs to it, as one
+ * message on a SOCK_SEQPACKET socket. Every worker has an inbox; the
+ * master gives the write ends of a new generation's inboxes to the workers
+ * that are to hand their connections over. A message is atomic: a
+ * connection is either handed over whole or stays where it was. */
+#ifndef WSECHOD_HANDOFF_H
+#define WSECHOD_HANDOFF_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* What travels besides the socket. */
+#define HANDOFF_PATH_MAX 2048
+#define HANDOFF_PENDING_MAX 65536
+
+struct handoff_conn {
+    int fd;
+    uint32_t silent_ms;     /* since the peer was last heard from */
+    const char *path;       /* the request path, to route it again */
+    size_t path_len;
+    const char *pending;    /* bytes read from the socket, not yet processed */
+    size_t pending_len;
+};
+
+/* An inbox: sv[0] for the receiving worker, sv[1] for the senders. */
+int handoff_pair(int sv[2]);
+/* 0, or -1 with errno (EAGAIN: the inbox is full, try later). The caller
+ * keeps its descriptor and closes it once this succeeded. */
+int handoff_send(int sock, const struct handoff_conn *hc);
+/* 1: *hc filled (path and pending point into a buffer valid until the next
+ * call; hc->fd is ours); 0: nothing waiting; -1: every sender is gone. */
+int handoff_recv(int sock, struct handoff_conn *hc);
+
+#endif
