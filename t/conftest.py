@@ -465,6 +465,9 @@ def base_config(tmp, port, workers=2, **overrides):
         "close_timeout": "1s",
         "handshake_timeout": "5s",
         "routes": {"/": "echo", "/echo": "echo"},
+        # Most reload tests are about draining; t/test_handoff.py turns
+        # handoff (the product default) back on.
+        "reload_handoff": "off",
     }
     for k, v in overrides.items():
         if v is None:
