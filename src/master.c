@@ -531,8 +531,8 @@ static void upgrade_complete(void)
                "%u workers", (int)M.up_pid, M.nw, M.n_up_inboxes);
     for (size_t i = 0; i < M.nw; i++) {
         struct wproc *w = &M.w[i];
-        /* Retire: our workers take their listeners' queues first. */
-        tell(w, WORKER_CMD_RETIRE);
+        /* As when retired: our workers take their listeners' queues first. */
+        tell(w, WORKER_CMD_UPGRADE);
         for (unsigned k = 0; k < M.n_up_inboxes; k++)
             tell_fd(w, WORKER_CMD_TARGET, M.up_inboxes[k]);
         tell(w, WORKER_CMD_GO);

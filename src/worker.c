@@ -214,6 +214,7 @@ static void on_channel(struct ev_loop *loop, struct ev_io *io, uint32_t events)
         case WORKER_CMD_RELOAD: drain_start(1012, 0, "reload"); break;
         case WORKER_CMD_RETIRE: drain_start(1012, 1, "reload, slot retired"); break;
         case WORKER_CMD_QUIT:   drain_start(1001, 0, "shutdown"); break;
+        case WORKER_CMD_UPGRADE: drain_start(1012, 1, "binary upgrade"); break;
         case WORKER_CMD_HURRY:  hurry(); break;
         case WORKER_CMD_REOPEN: log_adopt(fd); fd = -1; break;
         case WORKER_CMD_TARGET: if (fd >= 0) add_target(fd); fd = -1; break;

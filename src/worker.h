@@ -13,6 +13,7 @@ struct config;
 #define WORKER_CMD_RELOAD  'R' /* drain with 1012; the listener stays in use */
 #define WORKER_CMD_RETIRE  'X' /* drain with 1012; take the listener's queue first */
 #define WORKER_CMD_QUIT    'Q' /* drain with 1001 */
+#define WORKER_CMD_UPGRADE 'U' /* as 'X': a new master takes over the listeners */
 #define WORKER_CMD_REOPEN  'O' /* adopt the reopened log file sent along */
 #define WORKER_CMD_HURRY   'H' /* draining: close everything now */
 #define WORKER_CMD_TARGET  'T' /* a new worker's inbox (attached), for a handoff */
