@@ -749,6 +749,9 @@ int conn_adopt(struct conn_env *e, const struct handoff_conn *hc)
     }
     c->state = CONN_WS;
     keepalive_since(c, hc->silent_ms);
-    ws_step(c); /* bytes that travelled with it, and what arrived since */
+    /* Bytes that travelled with it are ours to process now; for anything
+     * waiting on the socket, adding it to epoll raised an event already. */
+    if (hc->pending_len > 0)
+        ws_step(c);
     return 0;
 }

@@ -74,7 +74,7 @@ static struct {
     uint64_t up_deadline_ms;
     int *up_inboxes;            /* its workers' inboxes, sent before its 'G' */
     unsigned n_up_inboxes;
-    int upgraded;               /* everything handed over: exit when drained */
+    int upgraded;               /* everything handed to up_pid: exit when drained */
     /* New side: the old master's channel, until our workers serve. */
     int parent_fd;
 } M = { .up_fd = -1, .parent_fd = -1 };
@@ -363,7 +363,8 @@ static void reap(void)
                 upgrade_abort(how);
             else
                 log_notice("new master %d %s", (int)pid, how);
-            M.up_pid = 0;
+            if (!M.upgraded)
+                M.up_pid = 0;
             continue;
         }
         for (size_t i = 0; i < M.nw; i++) {
@@ -751,8 +752,11 @@ int master_run(const char *conf_file, struct config *cf)
                where);
     start_generation();
     loop();
-    pidfile_remove(M.cf->pid_file, M.pid);
-    log_notice("master %d exiting", (int)M.pid);
+    pidfile_remove(M.cf->pid_file, M.pid); /* unless a new master took it */
+    if (M.upgraded)
+        log_notice("master %d exiting: master %d took over", (int)M.pid, (int)M.up_pid);
+    else
+        log_notice("master %d exiting", (int)M.pid);
     listeners_close(&M.ls);
     config_free(M.cf);
     free(M.slots);
