@@ -231,3 +231,36 @@ def test_upgrade_via_command_line(server_factory):
         ws.close()
     finally:
         stop_master(new)
+
+
+def test_rapid_reloads_lose_no_connection_in_transit(server_factory):
+    """Generation 1 hands to 2 while 2 already hands to 3...: a worker must
+    not exit while a connection may still be on its way to it."""
+    srv = handoff_server(server_factory, workers=2, shutdown_timeout="10s")
+    clients = [RawWS(srv.port) for _ in range(30)]
+    for i, c in enumerate(clients):
+        assert c.echo(b"%d" % i) == b"%d" % i
+    for _ in range(6):
+        srv.send_signal(signal.SIGHUP)
+        time.sleep(0.05)
+    srv.wait_log("generation 7 ready", what="generation 7 ready")
+    wait_until(lambda: all(v[1] == 7 for v in srv.workers(include_draining=True).values()),
+               15, what="only generation 7 left")
+    for i, c in enumerate(clients):
+        assert c.echo(b"after %d" % i) == b"after %d" % i
+        c.close()
+
+
+def test_a_message_that_never_completes_is_drained_with_1012(server_factory):
+    srv = handoff_server(server_factory, workers=1, shutdown_timeout="1s", drain_spread="0")
+    stuck, fine = RawWS(srv.port), RawWS(srv.port)
+    assert stuck.echo(b"s") == b"s" and fine.echo(b"f") == b"f"
+    stuck.send_frame(OP_TEXT, b"first fragment", fin=False)  # and nothing more
+    time.sleep(0.2)
+    t0 = time.monotonic()
+    srv.send_signal(signal.SIGHUP)
+    code, _, _ = stuck.recv_close(timeout=10)
+    assert code == 1012
+    assert time.monotonic() - t0 >= 0.8
+    assert fine.echo(b"handed over") == b"handed over"
+    fine.close()
