@@ -9,11 +9,16 @@
 
 #include "config.h"
 #include "frame.h"
+#include "utf8.h"
 
 /* Rounds of read+write per ws_run before yielding to other connections. */
 #define WS_ROUNDS 4
-/* Read-ahead buffer, allocated only while bytes are waiting in it. */
-#define WS_RBUF_SIZE 16384
+/* Reads go into one per-worker scratch buffer: a connection owns read bytes
+ * only between runs, when a partial frame (or input it may not read yet) is
+ * left; they are kept in an exact-size copy. Big enough for a 16 KiB
+ * message's frame to arrive, and be echoed, in one read. */
+#define WS_RBUF_SIZE 65536
+static char scratch[WS_RBUF_SIZE];
 /* Bytes one ws_run reads before letting other connections have a turn. */
 #define WS_RUN_READ_MAX (256u << 10)
 /* Bytes read after our close frame while looking for the peer's. */
@@ -25,6 +30,8 @@
 static uint8_t wbuf[WS_WBUF_SIZE];
 static size_t wbuf_len;
 static int wbuf_short;  /* send_cb took less than offered: wslay stops then */
+/* The connection being run: only it may write into wbuf directly. */
+static struct ws_conn *running;
 
 /* Output the socket did not take yet. */
 struct wpend {
@@ -78,8 +85,8 @@ static int fill(struct ws_conn *w)
     if (w->closing && (!wslay_event_get_close_sent(w->ctx) || w->wpend != NULL ||
                        w->after_close > WS_CLOSING_READ_MAX))
         return 0;
-    if (w->rbuf == NULL && (w->rbuf = malloc(WS_RBUF_SIZE)) == NULL)
-        return -1;
+    if (w->rbuf == NULL)
+        w->rbuf = scratch;
     if (w->rpos > 0) {
         memmove(w->rbuf, w->rbuf + w->rpos, w->rlen - w->rpos);
         w->rlen -= w->rpos;
@@ -110,7 +117,8 @@ static ssize_t would_block(wslay_event_context_ptr ctx, struct ws_conn *w)
 {
     if (w->rpos == w->rlen) {
         /* Nothing buffered: an idle connection keeps no read buffer. */
-        free(w->rbuf);
+        if (w->rbuf != scratch)
+            free(w->rbuf);
         w->rbuf = NULL;
         w->rpos = w->rlen = 0;
     }
@@ -329,13 +337,10 @@ struct ws_conn *ws_open(int fd, const struct config *config, const struct config
     cf = config;
     w->route = route;
     w->fd = fd;
-    if (len == 0) {
+    if (len == 0)
         free(pending);
-    } else if ((w->rbuf = realloc(pending, len > WS_RBUF_SIZE ? len : WS_RBUF_SIZE)) == NULL) {
-        free(pending);
-        free(w);
-        return NULL;
-    }
+    else
+        w->rbuf = pending; /* kept as it is until the first run */
     w->rlen = (uint32_t)len;
     if (m->on_open && m->on_open(w) != 0)
         ws_close(w, 1011, "module refused the connection");
@@ -379,12 +384,10 @@ static int unblocked(struct ws_conn *w)
     return w->blocked == BLOCK_CLOSE && wslay_event_get_queued_msg_count(w->ctx) == 0;
 }
 
-unsigned ws_run(struct ws_conn *w)
+/* The general path: frames through wslay, a few rounds of read and write. */
+static unsigned slow_run(struct ws_conn *w)
 {
     unsigned f;
-    w->active = 0;
-    w->drained = 0;
-    run_read = 0;
     if (ctx_get(w) < 0)
         return WS_DONE | WS_BROKEN;
     for (int round = 0;; round++) {
@@ -410,6 +413,134 @@ unsigned ws_run(struct ws_conn *w)
     }
     ctx_put_if_idle(w);
     return f;
+}
+
+static void unmask(uint8_t *p, size_t n, const uint8_t mask[4])
+{
+    uint32_t m4;
+    memcpy(&m4, mask, 4);
+    uint64_t m8 = (uint64_t)m4 << 32 | m4, v;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        memcpy(&v, p + i, 8);
+        v ^= m8;
+        memcpy(p + i, &v, 8);
+    }
+    for (; i < n; i++)
+        p[i] ^= mask[i % 4];
+}
+
+/* What the fast path takes: a whole message in one frame, within limits
+ * (the rest of frame_check's rules, for this shape of frame). */
+static int fast_frame_ok(const struct ws_conn *w, const struct frame_info *fi)
+{
+    return fi->fin && fi->rsv == 0 && fi->masked && !w->seq.in_message &&
+           (fi->opcode == FRAME_TEXT || fi->opcode == FRAME_BINARY) &&
+           fi->payload_len <= cf->max_frame_size && fi->payload_len <= cf->max_message_size;
+}
+
+/* Unmasks the frame at rpos in place and hands it to the module. 0: it
+ * must go the general way (invalid UTF-8 is failed there, with 1007). */
+static int fast_deliver(struct ws_conn *w, const struct frame_info *fi, size_t h)
+{
+    uint8_t *payload = (uint8_t *)w->rbuf + w->rpos + h;
+    size_t len = (size_t)fi->payload_len;
+    unmask(payload, len, fi->mask);
+    if (fi->opcode == FRAME_TEXT && !utf8_valid(payload, len)) {
+        unmask(payload, len, fi->mask); /* back as it came */
+        return 0;
+    }
+    w->rpos += (uint32_t)(h + len);
+    w->route->module->on_message(w, (enum ws_msg_type)fi->opcode, payload, len);
+    return 1;
+}
+
+/* Echo-shaped traffic without wslay: while no message is in progress and
+ * nothing is queued, whole data frames are unmasked in the scratch buffer
+ * and answered straight into wbuf. 1: done (the socket is drained, or may
+ * not be read now); 0: go on with the general path; -1: the peer is gone. */
+static int fast_path(struct ws_conn *w)
+{
+    while (w->ctx == NULL && w->wpend == NULL && !w->closing) {
+        struct frame_info fi;
+        size_t avail = w->rlen - w->rpos;
+        int h = avail ? frame_parse((uint8_t *)w->rbuf + w->rpos, avail, &fi) : 0;
+        if (h < 0 || (h > 0 && !fast_frame_ok(w, &fi)))
+            return 0;
+        if (h > 0 && avail >= (size_t)h + fi.payload_len) {
+            if (!fast_deliver(w, &fi, (size_t)h))
+                return 0;
+            continue;
+        }
+        /* More bytes needed: wslay streams what cannot fit the scratch. */
+        if ((w->rbuf != NULL && w->rbuf != scratch) ||
+            (h > 0 && (size_t)h + fi.payload_len > WS_RBUF_SIZE))
+            return 0;
+        int r = fill(w);
+        if (r <= 0)
+            return r < 0 ? -1 : 1;
+    }
+    return 0;
+}
+
+static unsigned run(struct ws_conn *w)
+{
+    w->blocked = BLOCK_NONE;
+    if (w->wpend != NULL && flush_pending(w) < 0)
+        return WS_DONE | WS_BROKEN;
+    int fast = fast_path(w);
+    /* Output of the fast path leaves first: one write per wake-up. */
+    if (wbuf_len > 0 && flush(w) < 0)
+        return WS_DONE | WS_BROKEN;
+    if (fast < 0 || w->failed)
+        return WS_DONE | WS_BROKEN;
+    if (fast > 0)
+        return status(w) | (w->blocked == BLOCK_YIELD ? WS_AGAIN : 0);
+    return slow_run(w);
+}
+
+/* Bytes left from the last run move into the scratch buffer (leftovers of
+ * a handshake bigger than it are read in place until they fit). */
+static void run_begin(struct ws_conn *w)
+{
+    size_t n = w->rlen - w->rpos;
+    w->active = 0;
+    w->drained = 0;
+    run_read = 0;
+    running = w;
+    if (w->rbuf != NULL && n <= WS_RBUF_SIZE) {
+        memcpy(scratch, w->rbuf + w->rpos, n);
+        free(w->rbuf);
+        w->rbuf = scratch;
+        w->rpos = 0;
+        w->rlen = (uint32_t)n;
+    }
+}
+
+/* Keeps what was read but not processed in an exact-size copy. 0, or -1
+ * if out of memory. */
+static int run_end(struct ws_conn *w)
+{
+    running = NULL;
+    if (w->rbuf != scratch)
+        return 0;
+    size_t n = w->rlen - w->rpos;
+    char *keep = n ? malloc(n) : NULL;
+    if (n && keep == NULL)
+        return -1;
+    if (n)
+        memcpy(keep, scratch + w->rpos, n);
+    w->rbuf = keep;
+    w->rpos = 0;
+    w->rlen = (uint32_t)n;
+    return 0;
+}
+
+unsigned ws_run(struct ws_conn *w)
+{
+    run_begin(w);
+    unsigned f = run(w);
+    return run_end(w) < 0 ? WS_DONE | WS_BROKEN : f;
 }
 
 void ws_free(struct ws_conn *w)
@@ -444,10 +575,44 @@ void ws_detach(struct ws_conn *w)
     free(w);
 }
 
+/* An unmasked frame straight into wbuf, behind the output gathered so far.
+ * -1 if it has to be queued through wslay: it does not fit, or older
+ * output is still waiting for the socket. */
+static int frame_out(struct ws_conn *w, int opcode, const uint8_t *data, size_t len)
+{
+    size_t h = len < 126 ? 2 : len < 65536 ? 4 : 10;
+    if (h + len > WS_WBUF_SIZE)
+        return -1;
+    if (wbuf_len + h + len > WS_WBUF_SIZE && flush(w) < 0)
+        return -1;
+    if (w->wpend != NULL)
+        return -1;
+    uint8_t *p = wbuf + wbuf_len;
+    p[0] = (uint8_t)(0x80 | opcode);
+    if (h == 2) {
+        p[1] = (uint8_t)len;
+    } else if (h == 4) {
+        p[1] = 126;
+        p[2] = (uint8_t)(len >> 8);
+        p[3] = (uint8_t)len;
+    } else {
+        p[1] = 127;
+        for (int i = 0; i < 8; i++)
+            p[2 + i] = (uint8_t)((uint64_t)len >> (56 - 8 * i));
+    }
+    memcpy(p + h, data, len);
+    wbuf_len += h + len;
+    return 0;
+}
+
 int ws_send(struct ws_conn *w, enum ws_msg_type type, const uint8_t *data, size_t len)
 {
     struct wslay_event_msg msg = { .opcode = (uint8_t)type, .msg = data, .msg_length = len };
-    if (ctx_get(w) < 0)
+    /* Nothing queued in wslay: this frame may go out ahead of it. */
+    if (w == running && w->ctx == NULL && !w->closing && !w->failed &&
+        frame_out(w, type, data, len) == 0)
+        return 0;
+    if (w->failed || ctx_get(w) < 0)
         return -1;
     return wslay_event_queue_msg(w->ctx, &msg) == 0 ? 0 : -1;
 }
