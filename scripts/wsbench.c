@@ -1452,6 +1452,29 @@ static void set_phase(int p)
     }
 }
 
+/* Idle mode: one complete exchange before the baseline, so that code and
+ * library pages the server touches once (handshake hashing, first frame)
+ * are not counted as per-connection memory. Blocking, best effort. */
+static void warm_up_server(void)
+{
+    static const char frame[] = { (char)0x82, (char)0x84, 1, 2, 3, 4, 'w' ^ 1, 'a' ^ 2, 'r' ^ 3, 'm' ^ 4 };
+    char req[1600], buf[4096];
+    int fd = socket(O.addr.ss_family, SOCK_STREAM, 0);
+    struct timeval tv = { 2, 0 };
+    if (fd < 0)
+        return;
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    int n = snprintf(req, sizeof req,
+                     "GET %s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                     "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+                     O.path, O.hosthdr);
+    if (connect(fd, (struct sockaddr *)&O.addr, O.addrlen) == 0 && write(fd, req, (size_t)n) == n &&
+        read(fd, buf, sizeof buf) > 0 && write(fd, frame, sizeof frame) == (ssize_t)sizeof frame)
+        (void)!read(fd, buf, sizeof buf);
+    close(fd);
+    usleep(200000);
+}
+
 int main(int argc, char **argv)
 {
     enum { OPT_SOURCES = 1000, OPT_MAXPEND, OPT_CTO, OPT_HSTO, OPT_DRAIN, OPT_POKE, OPT_SETTLE };
@@ -1544,6 +1567,8 @@ int main(int argc, char **argv)
     }
 
     struct procsnap base, s0, s1;
+    if (O.mode == M_IDLE && O.server_pid > 0)
+        warm_up_server();
     int have_srv = O.server_pid > 0 && proc_snapshot(O.server_pid, &base) == 0;
     if (O.server_pid > 0 && !have_srv)
         die("server pid %d not found in /proc", (int)O.server_pid);
@@ -1569,7 +1594,7 @@ int main(int argc, char **argv)
     struct cpu c0 = {0, 0}, c1 = {0, 0};
     static struct cpustat k0, k1;
     uint64_t win_ns = (uint64_t)(O.duration * 1e9);
-    double rss_per_conn = 0, tcp_per_conn = 0;
+    double rss_per_conn = 0, tcp_per_conn = 0, anon_per_conn = 0;
     uint64_t idle_open = 0;
     if (O.mode == M_IDLE) {
         wait_until(now_ns() + (uint64_t)(O.settle * 1e9), "settle", NULL);
@@ -1581,6 +1606,8 @@ int main(int argc, char **argv)
         long tcpmem1 = tcp_mem_pages();
         if (idle_open > 0 && have_srv)
             rss_per_conn = ((double)s0.rss_kb - (double)base.rss_kb) * 1024.0 / (double)idle_open;
+        if (idle_open > 0 && have_srv)
+            anon_per_conn = ((double)s0.anon_kb - (double)base.anon_kb) * 1024.0 / (double)idle_open;
         if (idle_open > 0 && tcpmem0 >= 0 && tcpmem1 >= 0)
             tcp_per_conn = (double)(tcpmem1 - tcpmem0) * (double)sysconf(_SC_PAGESIZE) / (double)idle_open;
         uint64_t t = now_ns();
@@ -1706,8 +1733,9 @@ int main(int argc, char **argv)
                " srv_rss_base_kb=%" PRIu64, s1.nprocs, srv_cpu, srv_wall > 0 ? 100 * srv_cpu / srv_wall : 0,
                units ? srv_cpu * 1e9 / units : 0, s1.rss_kb, base.rss_kb);
     if (O.mode == M_IDLE)
-        printf(" idle_open=%" PRIu64 " rss_per_conn_b=%.1f tcpmem_per_conn_b=%.1f poke_sent=%" PRIu64
-               " poke_ok=%" PRIu64, idle_open, rss_per_conn, tcp_per_conn, S[ST_POKE_SENT], S[ST_POKE_OK]);
+        printf(" idle_open=%" PRIu64 " rss_per_conn_b=%.1f anon_per_conn_b=%.1f tcpmem_per_conn_b=%.1f"
+               " poke_sent=%" PRIu64 " poke_ok=%" PRIu64, idle_open, rss_per_conn, anon_per_conn,
+               tcp_per_conn, S[ST_POKE_SENT], S[ST_POKE_OK]);
     printf(" cli_cpu_pct=%.1f", 100 * cli_cpu / cli_wall);
     for (int i = 0; i < k1.n; i++) {
         double all = (double)(k1.all[i] - k0.all[i]);

@@ -13,6 +13,7 @@
 #include "handoff.h"
 #include "http.h"
 #include "log.h"
+#include "pool.h"
 #include "ws.h"
 
 #define EV_BASE (EPOLLIN | EPOLLRDHUP | EPOLLET)
@@ -49,6 +50,7 @@ struct conn {
 
 /* The one environment of this worker process. */
 static struct conn_env *env;
+static struct pool conn_pool = POOL_INIT(struct conn);
 
 static void on_event(struct ev_loop *loop, struct ev_io *io, uint32_t events);
 
@@ -391,7 +393,7 @@ static void on_event(struct ev_loop *loop, struct ev_io *io, uint32_t events)
 
 int conn_accept(struct conn_env *env, int fd, int reject_status)
 {
-    struct conn *c = calloc(1, sizeof(*c));
+    struct conn *c = pool_alloc(&conn_pool);
     if (c == NULL) {
         close(fd);
         return -1;
@@ -403,7 +405,7 @@ int conn_accept(struct conn_env *env, int fd, int reject_status)
     list_init(&c->rlink);
     if (ev_add(env->loop, &c->io, EV_BASE) < 0) {
         close(fd);
-        free(c);
+        pool_free(&conn_pool, c);
         return -1;
     }
     list_append(&env->all, &c->link);
@@ -538,7 +540,7 @@ void conn_reap(struct conn_env *env)
     while (!list_empty(&env->dead_q)) {
         struct list *n = env->dead_q.next;
         list_remove(n);
-        free(list_entry(n, struct conn, link));
+        pool_free(&conn_pool, list_entry(n, struct conn, link));
     }
 }
 
@@ -715,7 +717,7 @@ static void route_gone(struct conn *c, const struct handoff_conn *hc)
 int conn_adopt(struct conn_env *e, const struct handoff_conn *hc)
 {
     const struct config_route *r = config_route_find(e->cf, hc->path, hc->path_len);
-    struct conn *c = calloc(1, sizeof(*c));
+    struct conn *c = pool_alloc(&conn_pool);
     char *pending = hc->pending_len ? malloc(hc->pending_len) : NULL;
     int ok = c != NULL && (hc->pending_len == 0 || pending != NULL);
     if (ok) {
@@ -725,7 +727,7 @@ int conn_adopt(struct conn_env *e, const struct handoff_conn *hc)
     }
     if (!ok) {
         log_error("cannot take over a connection: %s", strerror(errno));
-        free(c);
+        pool_free(&conn_pool, c);
         free(pending);
         close(hc->fd);
         return -1;

@@ -9,6 +9,7 @@
 
 #include "config.h"
 #include "frame.h"
+#include "pool.h"
 #include "utf8.h"
 
 /* Rounds of read+write per ws_run before yielding to other connections. */
@@ -60,6 +61,8 @@ struct ws_conn {
     uint8_t active : 1;     /* bytes arrived during this ws_run */
     uint8_t drained : 1;    /* a short read emptied the socket this run */
 };
+
+static struct pool ws_pool = POOL_INIT(struct ws_conn);
 
 /* The worker's configuration: one per process, like the connections. */
 static const struct config *cf;
@@ -329,7 +332,7 @@ struct ws_conn *ws_open(int fd, const struct config *config, const struct config
                         char *pending, size_t len)
 {
     const struct module *m = route->module;
-    struct ws_conn *w = calloc(1, sizeof(*w));
+    struct ws_conn *w = pool_alloc(&ws_pool);
     if (w == NULL) {
         free(pending);
         return NULL;
@@ -575,7 +578,7 @@ void ws_detach(struct ws_conn *w)
         wslay_event_context_free(w->ctx);
     free(w->rbuf);
     free(w->wpend);
-    free(w);
+    pool_free(&ws_pool, w);
 }
 
 /* An unmasked frame straight into wbuf, behind the output gathered so far.
