@@ -423,14 +423,24 @@ typedef uint8_t ws_v16 __attribute__((vector_size(16)));
 
 static void unmask(uint8_t *p, size_t n, const uint8_t mask[4])
 {
-    ws_v16 m, v;
+    uint32_t m4;
+    memcpy(&m4, mask, 4);
+    uint64_t m8 = (uint64_t)m4 << 32 | m4, v8; /* the mask twice, in memory order */
     size_t i = 0;
-    for (int k = 0; k < 16; k++)
-        m[k] = mask[k & 3];
-    for (; i + 16 <= n; i += 16) {
-        memcpy(&v, p + i, 16);
-        v ^= m;
-        memcpy(p + i, &v, 16);
+    if (n >= 16) {
+        ws_v16 m, v;
+        memcpy(&m, &m8, 8);
+        memcpy((char *)&m + 8, &m8, 8);
+        for (; i + 16 <= n; i += 16) {
+            memcpy(&v, p + i, 16);
+            v ^= m;
+            memcpy(p + i, &v, 16);
+        }
+    }
+    for (; i + 8 <= n; i += 8) {
+        memcpy(&v8, p + i, 8);
+        v8 ^= m8;
+        memcpy(p + i, &v8, 8);
     }
     for (; i < n; i++)
         p[i] ^= mask[i & 3];
