@@ -116,6 +116,19 @@ static int fill(struct ws_conn *w)
     }
 }
 
+/* Output the socket has not taken yet, in wslay's queue and in wpend. */
+static size_t pending_output(const struct ws_conn *w)
+{
+    return (w->ctx ? wslay_event_get_queued_msg_length(w->ctx) : 0) +
+           (w->wpend ? w->wpend->len - w->wpend->pos : 0);
+}
+
+/* Backpressure: reading more would queue output beyond max_pending_output. */
+static int output_blocked(const struct ws_conn *w)
+{
+    return pending_output(w) > cf->max_pending_output;
+}
+
 static ssize_t would_block(wslay_event_context_ptr ctx, struct ws_conn *w)
 {
     if (w->rpos == w->rlen) {
@@ -203,7 +216,7 @@ static ssize_t recv_cb(wslay_event_context_ptr ctx, uint8_t *buf, size_t len,
             return (ssize_t)n;
         }
         /* Backpressure: a peer that sends but does not read stops being read. */
-        if (wslay_event_get_queued_msg_length(ctx) > cf->max_pending_output) {
+        if (output_blocked(w)) {
             w->blocked = BLOCK_OUTPUT;
             return would_block(ctx, w);
         }
@@ -383,7 +396,7 @@ static int send_all(struct ws_conn *w)
 static int unblocked(struct ws_conn *w)
 {
     if (w->blocked == BLOCK_OUTPUT)
-        return wslay_event_get_queued_msg_length(w->ctx) <= cf->max_pending_output;
+        return !output_blocked(w);
     return w->blocked == BLOCK_CLOSE && wslay_event_get_queued_msg_count(w->ctx) == 0;
 }
 
@@ -504,6 +517,12 @@ static unsigned run(struct ws_conn *w)
     w->blocked = BLOCK_NONE;
     if (w->wpend != NULL && flush_pending(w) < 0)
         return WS_DONE | WS_BROKEN;
+    if (w->wpend != NULL && output_blocked(w)) {
+        /* The socket is full and enough waits behind it: nothing to do
+         * until it takes more (wslay's queue goes out behind wpend). */
+        w->blocked = BLOCK_OUTPUT;
+        return status(w);
+    }
     int fast = fast_path(w);
     /* Output of the fast path leaves first: one write per wake-up. */
     if (wbuf_len > 0 && flush(w) < 0)

@@ -888,3 +888,165 @@ def test_reading_after_close_frame_is_bounded(pool):
     # kernel buffers on loopback can hold a few MiB; the server should not
     # be draining the client at full speed
     assert after < 64 << 20, f"{after >> 20} MiB taken from the client after the close frame"
+
+
+# --------------------------------------------------------------------------
+# the fast path: whole one-frame messages skip wslay and go through a 64 KiB
+# per-worker read buffer; everything else falls back to wslay mid-run
+# --------------------------------------------------------------------------
+
+SCRATCH = 65536
+BIG_HEADERS = {"max_header_size": "1m"}
+
+
+def test_invalid_utf8_after_pipelined_good_frames_1007(srv):
+    """Good one-frame texts are echoed, the bad one (checked after unmasking
+    in place) is handed to wslay with its bytes intact: 1007, nothing after."""
+    ws = RawWS(srv.port)
+    good = [("ok %d é" % i).encode() for i in range(20)]
+    bad = b"x" * 20000 + b"\xed\xa0\x80" + b"y" * 100
+    ws.sock.sendall(b"".join(encode_frame(OP_TEXT, g) for g in good) +
+                    encode_frame(OP_TEXT, bad) + encode_frame(OP_TEXT, b"never"))
+    _r, msgs = expect_close(ws, 1007)
+    assert msgs == [(OP_TEXT, g) for g in good]
+
+
+def test_pipelined_frames_mixed_with_control_frames_keep_order(srv):
+    """One write of data frames (small, 16 KiB, bigger than the read buffer),
+    pings and fragmented messages: every echo in order, every ping answered
+    with its payload, pongs in order (they may overtake echoes)."""
+    ws = RawWS(srv.port)
+    wire, want, pings = [], [], []
+    for i in range(400):
+        kind = i % 7
+        if kind == 3:
+            p = b"ping%d" % i
+            wire.append(encode_frame(OP_PING, p))
+            pings.append(p)
+            continue
+        if kind == 5:
+            parts = [b"frag%d-" % i, b"a" * 300, "ü".encode()]
+            wire += [encode_frame(OP_TEXT if j == 0 else OP_CONT, p, fin=j == 2)
+                     for j, p in enumerate(parts)]
+            want.append((OP_TEXT, b"".join(parts)))
+            continue
+        size = {0: 20, 1: 16384, 2: 125, 4: 70000 if i % 3 == 0 else 65000, 6: 0}[kind]
+        data = (b"%d:" % i + os.urandom(size))[:max(size, 1)]
+        wire.append(encode_frame(OP_BIN, data))
+        want.append((OP_BIN, data))
+    wire.append(encode_frame(OP_CLOSE, close_payload(1000)))
+    sender = threading.Thread(target=ws.sock.sendall, args=(b"".join(wire),), daemon=True)
+    sender.start()
+    got, pongs = [], []
+    deadline = time.monotonic() + 30
+    while True:
+        fin, op, payload = ws.recv_frame(max(0.01, deadline - time.monotonic()))
+        assert fin
+        if op == OP_CLOSE:
+            break
+        (pongs if op == OP_PONG else got).append(payload if op == OP_PONG else (op, payload))
+    sender.join(10)
+    assert pongs == pings
+    assert len(got) == len(want)
+    assert got == want
+    ws.abort()
+
+
+@pytest.mark.parametrize("size", [16384, 16385, 40000])
+def test_big_frame_trickled_across_many_writes(srv, size):
+    """A frame that fits the read buffer but arrives in pieces: what each
+    wake-up leaves is kept until the rest comes."""
+    ws = fresh(srv)
+    data = os.urandom(size // 2).hex().encode()[:size]
+    frame = encode_frame(OP_TEXT, data) + encode_frame(OP_BIN, b"next")
+    step = len(frame) // 60 + 1
+    for off in range(0, len(frame), step):
+        ws.sock.sendall(frame[off:off + step])
+        time.sleep(0.002)
+    assert ws.recv_message(10) == (OP_TEXT, data)
+    assert ws.recv_message() == (OP_BIN, b"next")
+    assert ws.close() == 1000
+
+
+@pytest.mark.parametrize("size", [SCRATCH - 9, SCRATCH - 8, SCRATCH - 7, SCRATCH - 1, SCRATCH,
+                                  SCRATCH + 1, 3 * SCRATCH])
+@pytest.mark.parametrize("split", [False, True], ids=["whole", "split"])
+def test_messages_around_the_read_buffer_size(srv, size, split):
+    """Frames of 65,535, 65,536 (the buffer, exactly) and 65,537 bytes and
+    larger, alone and between small frames, whole or cut in two writes."""
+    ws = fresh(srv)
+    big = os.urandom(size)
+    wire = encode_frame(OP_BIN, b"a") + encode_frame(OP_BIN, big) + encode_frame(OP_TEXT, b"z")
+    cut = len(wire) // 2 if split else len(wire)
+    ws.sock.sendall(wire[:cut])
+    time.sleep(0.01)
+    ws.sock.sendall(wire[cut:])
+    assert ws.recv_message() == (OP_BIN, b"a")
+    assert ws.recv_message(10) == (OP_BIN, big)
+    assert ws.recv_message() == (OP_TEXT, b"z")
+    assert ws.close() == 1000
+
+
+@pytest.fixture
+def big_headers(pool):
+    return pool.get(BIG_HEADERS)
+
+
+@pytest.mark.parametrize("pad", [1000, 40000, 70000])
+def test_big_handshake_leftovers(big_headers, pad):
+    """Frames sent right behind a large request arrive in the request buffer
+    (with http_parser's 80 KiB header limit, just under 64 KiB of them at
+    most) and become the connection's first stash; frames bigger than the
+    read buffer follow. All are echoed in order, then the close answered."""
+    frames = [os.urandom(n) for n in (10, 30000, 70000, 5, 200000, 16384) * 3]
+    wire = b"".join(encode_frame(OP_BIN, f) for f in frames)
+    wire += encode_frame(OP_PING, b"p") + encode_frame(OP_CLOSE, close_payload(4000))
+    key = make_key()
+    req = ws_request(big_headers.port, key=key, extra=[("X-Pad", "p" * pad)])
+    ws = RawWS(big_headers.port, request=req, trailing=wire, timeout=10.0)
+    _r, msgs = expect_close(ws, 4000, timeout=10.0)
+    assert msgs == [(OP_BIN, f) for f in frames]
+
+
+@pytest.mark.parametrize("size", [16384, 65536], ids=["16k-fast-path", "64k-wslay"])
+def test_non_reader_stalls_whatever_the_path(pool, size):
+    """Echoes written straight into the write buffer and those queued by
+    wslay count alike: a client that sends without reading stops being read
+    (its bytes wait in the kernel), then gets 1008."""
+    # close_timeout long enough to read megabytes of echoes before the close.
+    backpressure = pool.get(BACKPRESSURE_SLOW_CLOSE)
+    ws = RawWS(backpressure.port)
+    msg = encode_frame(OP_BIN, b"m" * size)
+    sock2 = socket.socket(fileno=os.dup(ws.sock.fileno()))
+    sock2.settimeout(10)
+
+    def sender():
+        try:
+            for _ in range((8 << 20) // size):
+                sock2.sendall(msg)
+        except OSError:
+            pass
+    th = threading.Thread(target=sender, daemon=True)
+    th.start()
+    assert wait_stalled(backpressure.port, ws.local_port) > 0
+    time.sleep(1.2)                             # past send_timeout, still not reading
+    got, reason, msgs = ws.recv_close(5.0)
+    assert (got, reason) == (1008, b"not reading")
+    assert all(p == b"m" * size for _op, p in msgs)
+    th.join(10)
+    sock2.close()
+    ws.abort()
+
+
+def wait_stalled(port, client_port, timeout=3.0):
+    """The server's receive queue for this client is non-empty and unchanged
+    over 200 ms: it has stopped reading. Returns the queued bytes."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        rx = _server_rx_queue(port, client_port)
+        if rx and rx == last:
+            return rx
+        last = rx
+        time.sleep(0.2)
+    raise AssertionError(f"server kept reading a client that does not read ({last})")
