@@ -490,7 +490,7 @@ static int fast_deliver(struct ws_conn *w, const struct frame_info *fi, size_t h
  * not be read now); 0: go on with the general path; -1: the peer is gone. */
 static int fast_path(struct ws_conn *w)
 {
-    while (w->ctx == NULL && w->wpend == NULL && !w->closing) {
+    while (w->ctx == NULL && w->wpend == NULL && !w->closing && !w->failed) {
         struct frame_info fi;
         size_t avail = w->rlen - w->rpos;
         int h = avail ? frame_parse((uint8_t *)w->rbuf + w->rpos, avail, &fi) : 0;
