@@ -436,6 +436,7 @@ static const struct key keys[] = {
     { "max_header_size",    parse_size,      OFF(max_header_size), 256, 1 << 20 },
     { "max_message_size",   parse_size,      OFF(max_message_size), 1, 1 << 30 },
     { "max_pending_output", parse_size,      OFF(max_pending_output), 1024, 1 << 30 },
+    { "worker_memory_limit", parse_size,     OFF(worker_memory_limit), 1 << 20, (uint64_t)1 << 40 },
     { "drain_spread",       parse_duration,  OFF(drain_spread_ms), 0, 3600000 },
     { "user",               parse_user,      OFF(user), 0, 0 },
     { "group",              parse_group,     0, 0, 0 },
@@ -467,6 +468,7 @@ static int defaults(struct config *cf)
     cf->max_header_size = 8192;
     cf->max_message_size = 16 << 20;
     cf->max_pending_output = 1 << 20;
+    cf->worker_memory_limit = (size_t)1 << 30;
     cf->drain_spread_ms = 1000;
     cf->max_frame_size = 16 << 20;
     cf->idle_timeout_ms = 120000;

@@ -41,6 +41,7 @@ struct config {
     size_t max_header_size;
     size_t max_message_size;
     size_t max_pending_output;
+    size_t worker_memory_limit; /* what one worker's connections may hold in all */
     uint64_t drain_spread_ms;
     size_t max_frame_size;
     uint64_t idle_timeout_ms;   /* 0: never */

@@ -13,6 +13,7 @@
 #include "handoff.h"
 #include "http.h"
 #include "log.h"
+#include "mem.h"
 #include "pool.h"
 #include "ws.h"
 
@@ -60,6 +61,7 @@ void conn_env_init(struct conn_env *e, const struct config *cf, struct ev_loop *
     memset(env, 0, sizeof(*env));
     env->cf = cf;
     env->loop = loop;
+    http_set_max_header_size(cf->max_header_size);
     list_init(&env->all);
     for (int q = 0; q < CONN_Q_COUNT; q++)
         list_init(&env->timers[q]);
@@ -112,10 +114,23 @@ static const char *peer_name(int fd, char *buf, size_t len)
 
 static void http_end(struct conn *c)
 {
+    if (c->req != NULL)
+        mem_sub(sizeof(*c->req) + MEM_BLOCK_OVERHEAD);
+    if (c->in != NULL)
+        mem_sub(c->in_cap + MEM_BLOCK_OVERHEAD);
     free(c->req);
     free(c->in);
     c->req = NULL;
     c->in = NULL;
+}
+
+static void out_free(struct conn *c)
+{
+    if (c->out != NULL)
+        mem_sub(c->out_len + MEM_BLOCK_OVERHEAD);
+    free(c->out);
+    c->out = NULL;
+    c->out_len = c->out_pos = 0;
 }
 
 static void conn_close(struct conn *c)
@@ -127,8 +142,7 @@ static void conn_close(struct conn *c)
     else if (c->state == CONN_WS && c->ws != NULL)
         ws_free(c->ws);
     close(c->io.fd);
-    free(c->out);
-    c->out = NULL;
+    out_free(c);
     c->state = CONN_DEAD;
     timer_clear(c);
     list_remove(&c->rlink);
@@ -158,9 +172,7 @@ static int out_flush(struct conn *c)
             return -1;
         }
     }
-    free(c->out);
-    c->out = NULL;
-    c->out_len = c->out_pos = 0;
+    out_free(c);
     return 0;
 }
 
@@ -173,6 +185,7 @@ static int out_send(struct conn *c, const char *data, size_t len)
         return -1;
     }
     memcpy(c->out, data, len);
+    mem_add(len + MEM_BLOCK_OVERHEAD);
     c->out_len = len;
     c->out_pos = 0;
     return out_flush(c);
@@ -206,7 +219,8 @@ static void linger_step(struct conn *c)
 static void respond(struct conn *c, int status, const char *reason)
 {
     char buf[512], peer[64];
-    size_t n = http_error_response(status, reason, buf, sizeof(buf));
+    int head = c->state == CONN_HTTP && c->req != NULL && http_req_is_head(c->req);
+    size_t n = http_error_response(status, reason, head, buf, sizeof(buf));
     log_info("handshake from %s refused: %d %s", peer_name(c->io.fd, peer, sizeof(peer)),
              status, reason);
     http_end(c);
@@ -249,11 +263,9 @@ static void ws_timers(struct conn *c, unsigned f)
 
 static void handoff_one(struct conn *c);
 
-static void ws_step(struct conn *c)
+/* Acts on the WS_* flags of a run. */
+static void ws_after(struct conn *c, unsigned f)
 {
-    if (out_flush(c) != 0)
-        return; /* the 101 response must leave before any frame */
-    unsigned f = ws_run(c->ws);
     if (f & WS_DONE) {
         ws_finish(c, f & WS_BROKEN);
         return;
@@ -268,6 +280,13 @@ static void ws_step(struct conn *c)
         handoff_one(c);
 }
 
+static void ws_step(struct conn *c)
+{
+    if (out_flush(c) != 0)
+        return; /* the 101 response must leave before any frame */
+    ws_after(c, ws_run(c->ws));
+}
+
 static void upgrade(struct conn *c, const struct http_verdict *v, size_t end)
 {
     char buf[1024];
@@ -276,6 +295,7 @@ static void upgrade(struct conn *c, const struct http_verdict *v, size_t end)
     /* Frames pipelined behind the request belong to the WebSocket. */
     memmove(c->in, c->in + end, rest);
     char *pending = c->in;
+    mem_sub(c->in_cap + MEM_BLOCK_OVERHEAD); /* ws.c counts what it keeps */
     c->in = NULL;
     http_end(c);
     timer_clear(c);
@@ -316,6 +336,10 @@ static int http_buffers(struct conn *c)
                 ? HTTP_IN_START : env->cf->max_header_size + 1;
     c->in = malloc(c->in_cap);
     c->req = malloc(sizeof(*c->req));
+    if (c->in != NULL)
+        mem_add(c->in_cap + MEM_BLOCK_OVERHEAD);
+    if (c->req != NULL)
+        mem_add(sizeof(*c->req) + MEM_BLOCK_OVERHEAD);
     if (c->in == NULL || c->req == NULL)
         return -1;
     http_req_init(c->req);
@@ -332,6 +356,7 @@ static int http_room(struct conn *c, size_t cap)
     char *in = realloc(c->in, grown);
     if (in == NULL)
         return -1;
+    mem_add(grown - c->in_cap);
     c->in = in;
     c->in_cap = grown;
     return 0;
@@ -365,7 +390,7 @@ static void http_step(struct conn *c)
             http_complete(c, end);
             return;
         case HTTP_BAD:
-            respond(c, 400, "malformed HTTP request");
+            respond(c, c->req->bad_status, c->req->bad_reason);
             return;
         case HTTP_MORE:
             break;
@@ -382,7 +407,10 @@ static void on_event(struct ev_loop *loop, struct ev_io *io, uint32_t events)
         conn_close(c);
         return;
     }
-    /* HUP and RDHUP are seen as EOF by the read path, after any data. */
+    /* HUP and RDHUP are seen as EOF by the read path, after any data; a
+     * FIN that came with data must still be read after a short read. */
+    if ((events & (EPOLLRDHUP | EPOLLHUP)) && c->state == CONN_WS)
+        ws_peer_closed(c->ws);
     switch (c->state) {
     case CONN_HTTP:   http_step(c);   break;
     case CONN_WS:     ws_step(c);     break;
@@ -541,6 +569,62 @@ void conn_reap(struct conn_env *env)
         struct list *n = env->dead_q.next;
         list_remove(n);
         pool_free(&conn_pool, list_entry(n, struct conn, link));
+    }
+}
+
+/* ---- Worker memory ceiling ---------------------------------------------- */
+
+/* Holders looked for per walk over the connections. */
+#define SHED_BATCH 16
+
+/* The biggest holders among open WebSockets not already closing, biggest
+ * first. A walk over every connection, but only while the worker is over
+ * its ceiling, and each walk takes up to SHED_BATCH of them. */
+static unsigned heaviest(struct conn_env *e, struct conn **top, unsigned max)
+{
+    unsigned n = 0;
+    for (struct list *it = e->all.next; it != &e->all; it = it->next) {
+        struct conn *c = list_entry(it, struct conn, link);
+        if (c->state != CONN_WS || c->queue == CONN_Q_CLOSING)
+            continue;
+        size_t h = ws_held(c->ws);
+        if (h == 0 || (n == max && h <= ws_held(top[max - 1]->ws)))
+            continue;
+        unsigned i = n < max ? n++ : max - 1;
+        for (; i > 0 && ws_held(top[i - 1]->ws) < h; i--)
+            top[i] = top[i - 1];
+        top[i] = c;
+    }
+    return n;
+}
+
+static void shed_one(struct conn *c)
+{
+    char peer[64];
+    size_t held = ws_held(c->ws);
+    unsigned f = ws_shed(c->ws);
+    log_warn("worker_memory_limit (%zu bytes) reached: %s the connection from %s, "
+             "which held %zu bytes", mem_limit(),
+             (f & WS_BROKEN) ? "dropping (it does not read its output)" : "closing with 1009",
+             peer_name(c->io.fd, peer, sizeof(peer)), held);
+    if (f & WS_BROKEN) {
+        /* A reset, not a FIN behind output the peer will not read: the
+         * kernel frees the socket's buffers too. */
+        struct linger lg = { 1, 0 };
+        setsockopt(c->io.fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+    }
+    ws_after(c, f);
+}
+
+void conn_shed(struct conn_env *e)
+{
+    struct conn *top[SHED_BATCH];
+    while (mem_over()) {
+        unsigned n = heaviest(e, top, SHED_BATCH);
+        if (n == 0)
+            return; /* what is held is in handshakes and closing connections */
+        for (unsigned i = 0; i < n && mem_over(); i++)
+            shed_one(top[i]);
     }
 }
 

@@ -58,6 +58,9 @@ void conn_close_all(struct conn_env *env, uint16_t code);
 /* Sends a close frame with code to up to max WebSockets, oldest first.
  * Amortised O(1) per connection. */
 void conn_close_oldest(struct conn_env *env, uint16_t code, unsigned max);
+/* Over worker_memory_limit: sheds the biggest holders (1009, or dropped
+ * when they do not read their output) until the worker is under it. */
+void conn_shed(struct conn_env *env);
 /* Frees what was closed during this iteration. */
 void conn_reap(struct conn_env *env);
 /* Closes and frees everything at once (fast exit). */

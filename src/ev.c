@@ -8,6 +8,7 @@
 int ev_loop_init(struct ev_loop *loop, unsigned max_events)
 {
     loop->max_events = max_events;
+    loop->nready = loop->next = 0;
     loop->now = ev_now_ms();
     loop->events = calloc(max_events, sizeof(*loop->events));
     loop->epfd = epoll_create1(EPOLL_CLOEXEC);
@@ -52,6 +53,11 @@ void ev_del(struct ev_loop *loop, struct ev_io *io)
      * process still shares the open file: be explicit. */
     epoll_ctl(loop->epfd, EPOLL_CTL_DEL, io->fd, NULL);
     io->events = 0;
+    /* An event for it may still wait in the batch being run: it would
+     * reach a callback after the caller closed (or freed) what it was for. */
+    for (int i = loop->next; i < loop->nready; i++)
+        if (loop->events[i].data.ptr == io)
+            loop->events[i].data.ptr = NULL;
 }
 
 int ev_poll(struct ev_loop *loop, int timeout_ms)
@@ -62,10 +68,14 @@ int ev_poll(struct ev_loop *loop, int timeout_ms)
     loop->now = ev_now_ms();
     if (n < 0)
         return errno == EINTR ? 0 : -1;
-    for (int i = 0; i < n; i++) {
-        struct ev_io *io = loop->events[i].data.ptr;
-        io->cb(loop, io, loop->events[i].events);
+    loop->nready = n;
+    for (loop->next = 0; loop->next < n;) {
+        struct epoll_event *e = &loop->events[loop->next++];
+        struct ev_io *io = e->data.ptr;
+        if (io != NULL)
+            io->cb(loop, io, e->events);
     }
+    loop->nready = loop->next = 0;
     return n;
 }
 

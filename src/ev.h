@@ -21,6 +21,7 @@ struct ev_loop {
     int epfd;
     unsigned max_events;
     struct epoll_event *events;
+    int nready, next;       /* the batch being run: events[next..nready) are to come */
 };
 
 int  ev_loop_init(struct ev_loop *loop, unsigned max_events);
@@ -28,6 +29,7 @@ void ev_loop_free(struct ev_loop *loop);
 int  ev_add(struct ev_loop *loop, struct ev_io *io, uint32_t events);
 /* No system call when the interest is unchanged. */
 int  ev_mod(struct ev_loop *loop, struct ev_io *io, uint32_t events);
+/* Events for io still to come in the batch being run are dropped. */
 void ev_del(struct ev_loop *loop, struct ev_io *io);
 /* Waits up to timeout_ms (-1: forever), updates loop->now, and runs the
  * callbacks of ready descriptors. Returns how many were ready, 0 on

@@ -19,6 +19,7 @@ static const char *const hdr_names[HDR_COUNT] = {
     [HDR_TRANSFER_ENCODING] = "transfer-encoding",
     [HDR_ORIGIN] = "origin",
     [HDR_WS_PROTOCOL] = "sec-websocket-protocol",
+    [HDR_WS_EXTENSIONS] = "sec-websocket-extensions",
 };
 
 static struct http_req *req_of(http_parser *p)
@@ -46,6 +47,11 @@ static void header_done(struct http_req *r)
     for (int i = 0; i < HDR_COUNT; i++) {
         if (!span_is(r->base, r->field, hdr_names[i]))
             continue;
+        if (i == HDR_WS_PROTOCOL || i == HDR_WS_EXTENSIONS) {
+            enum http_list l = i == HDR_WS_PROTOCOL ? LIST_WS_PROTOCOL : LIST_WS_EXTENSIONS;
+            if (r->count[i] < HTTP_LIST_LINES)
+                r->list[l][r->count[i]] = r->value;
+        }
         if (r->count[i] < UINT8_MAX)
             r->count[i]++;
         r->hdr[i] = r->value;
@@ -91,14 +97,32 @@ static int on_field(http_parser *p, const char *at, size_t len)
     return 0;
 }
 
+/* A value that starts on a line of its own is obs-fold (RFC 9112 5.2): the
+ * continuation of the previous line's value. http-parser passes it on as
+ * a new piece, which would silently replace what came before it. */
+static int folded(const struct http_req *r, const char *at, size_t len)
+{
+    const char *p = at;
+    if (len == 0)
+        return 0; /* an empty value is reported where the line ends */
+    while (p > r->base && (p[-1] == ' ' || p[-1] == '\t'))
+        p--;
+    return (p > r->base && p[-1] == '\n') || memchr(at, '\n', len) != NULL;
+}
+
 static int on_value(http_parser *p, const char *at, size_t len)
 {
     struct http_req *r = req_of(p);
     uint32_t off = (uint32_t)(at - r->base);
-    if (r->last == LAST_VALUE && continues(&r->value, off))
+    if (r->last == LAST_VALUE && continues(&r->value, off)) {
         r->value.len += (uint32_t)len;
-    else
+    } else if (folded(r, at, len)) {
+        r->bad_status = 400;
+        r->bad_reason = "obsolete line folding in a header field (RFC 9112 5.2)";
+        return 1;
+    } else {
         r->value = (struct http_span){ off, (uint32_t)len };
+    }
     r->last = LAST_VALUE;
     return 0;
 }
@@ -127,6 +151,11 @@ static const http_parser_settings settings = {
     .on_message_complete = on_message_complete,
 };
 
+void http_set_max_header_size(size_t max)
+{
+    http_parser_set_max_header_size(max > UINT32_MAX ? UINT32_MAX : (uint32_t)max);
+}
+
 void http_req_init(struct http_req *r)
 {
     memset(r, 0, sizeof(*r));
@@ -145,9 +174,19 @@ enum http_result http_req_feed(struct http_req *r, const char *buf, size_t from,
         *end = from + n;
         return HTTP_DONE;
     }
-    if (e != HPE_OK || r->parser.upgrade)
-        return HTTP_BAD;
-    return HTTP_MORE;
+    if (e == HPE_OK && !r->parser.upgrade)
+        return HTTP_MORE;
+    if (r->bad_status == 0) {
+        int big = e == HPE_HEADER_OVERFLOW;
+        r->bad_status = big ? 431 : 400;
+        r->bad_reason = big ? "request headers too large" : "malformed HTTP request";
+    }
+    return HTTP_BAD;
+}
+
+int http_req_is_head(const struct http_req *r)
+{
+    return r->url.len > 0 && r->parser.method == HTTP_HEAD;
 }
 
 static struct http_span trim(const char *base, struct http_span s)
@@ -221,6 +260,8 @@ static int check_target(const struct http_req *r, const char *buf,
 {
     struct http_parser_url u;
     const http_parser *p = &r->parser;
+    if (p->http_major >= 2)
+        return verdict(v, 505, "WebSocket handshakes use HTTP/1.1");
     if (p->http_major < 1 || (p->http_major == 1 && p->http_minor < 1))
         return verdict(v, 400, "WebSocket handshakes need HTTP/1.1 or later");
     http_parser_url_init(&u);
@@ -258,6 +299,8 @@ static int check_headers(const struct http_req *r, const char *buf, struct http_
         return verdict(v, 400, "a WebSocket handshake has no body");
     if (n[HDR_ORIGIN] > 1)
         return verdict(v, 400, "duplicate Origin header");
+    if (n[HDR_WS_PROTOCOL] > HTTP_LIST_LINES || n[HDR_WS_EXTENSIONS] > HTTP_LIST_LINES)
+        return verdict(v, 400, "too many Sec-WebSocket-Protocol or -Extensions lines");
     return 0;
 }
 
@@ -275,18 +318,20 @@ static int check_origin(const struct http_req *r, const char *buf,
     return verdict(v, 403, "Origin not allowed");
 }
 
-/* The first protocol the client offers that we serve, in its order. */
+/* The first protocol the client offers that we serve, in its order, over
+ * all its Sec-WebSocket-Protocol lines. */
 static const char *choose_protocol(const struct http_req *r, const char *buf,
                                    const struct config *cf)
 {
-    struct http_span s = r->hdr[HDR_WS_PROTOCOL], item;
-    if (r->count[HDR_WS_PROTOCOL] == 0)
-        return NULL;
-    for (uint32_t pos = s.off; next_item(buf, s, &pos, &item);)
-        for (size_t k = 0; k < cf->nsubprotocols; k++)
-            if (strlen(cf->subprotocols[k]) == item.len &&
-                memcmp(buf + item.off, cf->subprotocols[k], item.len) == 0)
-                return cf->subprotocols[k]; /* protocol names are case-sensitive */
+    struct http_span item;
+    for (unsigned line = 0; line < r->count[HDR_WS_PROTOCOL]; line++) {
+        struct http_span s = r->list[LIST_WS_PROTOCOL][line];
+        for (uint32_t pos = s.off; next_item(buf, s, &pos, &item);)
+            for (size_t k = 0; k < cf->nsubprotocols; k++)
+                if (strlen(cf->subprotocols[k]) == item.len &&
+                    memcmp(buf + item.off, cf->subprotocols[k], item.len) == 0)
+                    return cf->subprotocols[k]; /* protocol names are case-sensitive */
+    }
     return NULL;
 }
 
@@ -312,22 +357,27 @@ static const char *status_text(int status)
     case 426: return "Upgrade Required";
     case 431: return "Request Header Fields Too Large";
     case 503: return "Service Unavailable";
+    case 505: return "HTTP Version Not Supported";
     default:  return "Internal Server Error";
     }
 }
 
-size_t http_error_response(int status, const char *reason, char *out, size_t cap)
+size_t http_error_response(int status, const char *reason, int head, char *out, size_t cap)
 {
+    /* RFC 9110 7.8: whoever sends Upgrade lists it in Connection too. */
+    const char *conn = status == 426 ? "Upgrade, close" : "close";
     const char *extra = status == 426 ? "Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
                       : status == 405 ? "Allow: GET\r\n"
                       : "";
+    /* A response to HEAD has the headers GET would get, and no body. */
     int n = snprintf(out, cap,
                      "HTTP/1.1 %d %s\r\n"
                      "Content-Type: text/plain\r\n"
                      "Content-Length: %zu\r\n"
-                     "Connection: close\r\n"
-                     "%s\r\n%s\n",
-                     status, status_text(status), strlen(reason) + 1, extra, reason);
+                     "Connection: %s\r\n"
+                     "%s\r\n%s%s",
+                     status, status_text(status), strlen(reason) + 1, conn, extra,
+                     head ? "" : reason, head ? "" : "\n");
     return n < 0 ? 0 : (size_t)n >= cap ? cap - 1 : (size_t)n;
 }
 

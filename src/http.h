@@ -16,16 +16,25 @@ struct http_span {
 
 enum http_hdr {
     HDR_HOST, HDR_UPGRADE, HDR_CONNECTION, HDR_WS_KEY, HDR_WS_VERSION,
-    HDR_CONTENT_LENGTH, HDR_TRANSFER_ENCODING, HDR_ORIGIN, HDR_WS_PROTOCOL, HDR_COUNT
+    HDR_CONTENT_LENGTH, HDR_TRANSFER_ENCODING, HDR_ORIGIN, HDR_WS_PROTOCOL,
+    HDR_WS_EXTENSIONS, HDR_COUNT
 };
+
+/* Headers that are comma-separated lists: several lines are one list
+ * (RFC 9110 5.3), so every line is kept, up to this many. */
+#define HTTP_LIST_LINES 8
+enum http_list { LIST_WS_PROTOCOL, LIST_WS_EXTENSIONS, LIST_COUNT };
 
 struct http_req {
     http_parser parser;
     const char *base;       /* the buffer while a feed is running */
     struct http_span url, field, value;
     int last;               /* which span the parser touched last */
-    struct http_span hdr[HDR_COUNT];
+    struct http_span hdr[HDR_COUNT];    /* the last line of each */
     uint8_t count[HDR_COUNT];
+    struct http_span list[LIST_COUNT][HTTP_LIST_LINES];
+    const char *bad_reason;             /* on HTTP_BAD: why, for bad_status */
+    int bad_status;                     /* on HTTP_BAD: 400 or 431 */
     unsigned conn_upgrade : 1;
     unsigned done : 1;
 };
@@ -39,18 +48,26 @@ struct http_verdict {
     const char *protocol;               /* the chosen subprotocol, or NULL */
 };
 
+/* Makes http-parser's own header limit the configured one (it is global
+ * to the process and defaults to 80 KiB). */
+void http_set_max_header_size(size_t max);
 void http_req_init(struct http_req *r);
 /* buf[0..len) is everything received so far and buf[from..len) is new.
  * On HTTP_DONE, *end is the offset just past the request: anything after
- * it is already WebSocket data. */
+ * it is already WebSocket data. On HTTP_BAD, bad_status and bad_reason
+ * say what to answer. */
 enum http_result http_req_feed(struct http_req *r, const char *buf, size_t from,
                                size_t len, size_t *end);
 /* Judges a complete request against RFC 6455 section 4.2.1 and the routes. */
 void http_req_check(const struct http_req *r, const char *buf,
                     const struct config *cf, struct http_verdict *v);
 
-/* Write a complete response into out[0..cap) and return its length. */
-size_t http_error_response(int status, const char *reason, char *out, size_t cap);
+/* A HEAD request: its response carries no body. */
+int http_req_is_head(const struct http_req *r);
+
+/* Write a complete response into out[0..cap) and return its length; with
+ * head set, the headers only. */
+size_t http_error_response(int status, const char *reason, int head, char *out, size_t cap);
 size_t http_upgrade_response(const struct http_req *r, const char *buf,
                              const struct http_verdict *v, char *out, size_t cap);
 

@@ -19,6 +19,7 @@
 #include "ev.h"
 #include "handoff.h"
 #include "log.h"
+#include "mem.h"
 #include "proctitle.h"
 
 /* How long accept() rests after running out of descriptors. */
@@ -253,6 +254,7 @@ static void setup_signals(void)
 static int setup(const struct worker_args *a)
 {
     W.a = a;
+    mem_setup(a->cf->worker_memory_limit);
     if (ev_loop_init(&W.loop, EVENTS_PER_WAIT) < 0)
         return -1;
     conn_env_init(&W.env, a->cf, &W.loop);
@@ -396,7 +398,9 @@ void worker_main(const struct worker_args *a)
         conn_run_ready(&W.env);
         conn_expire_timers(&W.env);
         run_worker_timers();
+        conn_shed(&W.env);
         conn_reap(&W.env);
+        mem_release();
     }
     log_info("worker #%u gen %u exiting (%lu connections handed over, %lu taken over)",
              a->slot, a->generation, W.env.handed, W.env.adopted);

@@ -9,6 +9,7 @@
 
 #include "config.h"
 #include "frame.h"
+#include "mem.h"
 #include "pool.h"
 #include "utf8.h"
 
@@ -34,30 +35,50 @@ static int wbuf_short;  /* send_cb took less than offered: wslay stops then */
 /* The connection being run: only it may write into wbuf directly. */
 static struct ws_conn *running;
 
+/* What wslay 1.1 allocates, counted against the limits (its structures are
+ * opaque; sizes read off its 1.1.1 headers on x86_64): an event context
+ * (4376 B) and its frame context (4256 B), and per queued message a 40-byte
+ * header in the same block as the payload copy. Heap headers included. */
+#define WS_WSLAY_CTX_BYTES (4376 + 4256 + 2 * MEM_BLOCK_OVERHEAD)
+#define WS_WSLAY_MSG_BYTES (40 + MEM_BLOCK_OVERHEAD)
+
 /* Output the socket did not take yet. */
 struct wpend {
     uint32_t len, pos;
     char data[];
 };
 
+/* What exists only while a connection is busy (a message, an echo or a
+ * close in progress): an idle connection holds none of it. */
+struct ws_busy {
+    wslay_event_context_ptr ctx;
+    uint8_t *msg;           /* the data message being reassembled */
+    char *close_reason;     /* of the close waiting in close_code */
+    uint32_t msg_len, msg_cap;
+    uint32_t msg_most;      /* what the message may still grow to */
+    uint32_t frame_left;    /* bytes of the current frame not yet given to wslay */
+    uint32_t after_close;   /* bytes read since our close frame was queued */
+    uint16_t close_code;    /* a close waiting for the data queued before it */
+    uint8_t frame_data;     /* wslay is reading a data frame (not a control one) */
+};
+
 /* Kept small: an idle WebSocket costs this plus its struct conn. */
 struct ws_conn {
-    /* Exists only while a message, an echo or a close is in progress: an
-     * idle connection holds none of wslay's ~4 KiB of buffers. */
-    wslay_event_context_ptr ctx;
+    struct ws_busy *b;
     const struct config_route *route; /* its module, and its path for a handoff */
     void *data;
     char *rbuf;             /* read ahead, freed whenever it empties */
     struct wpend *wpend;
-    uint32_t frame_left;    /* bytes of the current frame not yet given to wslay */
     struct frame_seq seq;
     uint32_t rpos, rlen;
     int fd;
-    uint32_t after_close;   /* bytes read since our close frame was queued */
+    uint32_t held;          /* bytes counted in the worker's budget (mem.h) */
     uint16_t close_received;/* the peer's close code (1005: none given) */
     uint8_t blocked;        /* BLOCK_*: why reading stopped */
-    uint8_t failed : 1;     /* socket error or EOF without a close frame */
-    uint8_t closing : 1;    /* a close frame is queued or sent */
+    uint8_t failed : 1;     /* socket error or out of memory: drop it */
+    uint8_t eof : 1;        /* the peer ended its side (or reading failed) */
+    uint8_t peer_fin : 1;   /* epoll saw the peer's FIN: read until EOF */
+    uint8_t closing : 1;    /* a close frame is queued, waiting or sent */
     uint8_t active : 1;     /* bytes arrived during this ws_run */
     uint8_t drained : 1;    /* a short read emptied the socket this run */
 };
@@ -69,14 +90,68 @@ static const struct config *cf;
 /* Bytes read during the current ws_run, to yield to other connections. */
 static size_t run_read;
 
-enum { BLOCK_NONE, BLOCK_OUTPUT, BLOCK_CLOSE, BLOCK_YIELD };
+enum { BLOCK_NONE, BLOCK_OUTPUT, BLOCK_YIELD };
+
+static wslay_event_context_ptr ctx_of(const struct ws_conn *w)
+{
+    return w->b ? w->b->ctx : NULL;
+}
+
+/* ---- Accounting: every byte a connection holds ------------------------ */
+
+/* What the connection owes its peer: wslay's queue and wpend, with the
+ * cost of each queued message (a peer that sends empty messages and never
+ * reads costs memory, not payload). */
+static size_t output_held(const struct ws_conn *w)
+{
+    size_t n = w->wpend ? sizeof(*w->wpend) + w->wpend->len + MEM_BLOCK_OVERHEAD : 0;
+    wslay_event_context_ptr ctx = ctx_of(w);
+    if (ctx != NULL)
+        n += wslay_event_get_queued_msg_length(ctx) +
+             wslay_event_get_queued_msg_count(ctx) * WS_WSLAY_MSG_BYTES;
+    return n;
+}
+
+static size_t held_now(const struct ws_conn *w)
+{
+    size_t n = output_held(w);
+    const struct ws_busy *b = w->b;
+    if (w->rbuf != NULL && w->rbuf != scratch)
+        n += w->rlen + MEM_BLOCK_OVERHEAD;
+    if (b != NULL) {
+        n += sizeof(*b) + MEM_BLOCK_OVERHEAD + WS_WSLAY_CTX_BYTES;
+        n += b->msg ? b->msg_cap + MEM_BLOCK_OVERHEAD : 0;
+        n += b->close_reason ? 128 : 0;
+    }
+    return n;
+}
+
+static void account(struct ws_conn *w)
+{
+    mem_move(&w->held, held_now(w));
+}
+
+size_t ws_held(const struct ws_conn *w)
+{
+    return w->held;
+}
+
+/* Backpressure: reading more would queue output beyond max_pending_output. */
+static int output_blocked(const struct ws_conn *w)
+{
+    return output_held(w) > cf->max_pending_output;
+}
+
+/* ---- Reading ----------------------------------------------------------- */
 
 /* 1: bytes were read, 0: would block (or we will not read now), -1: EOF
  * or error. */
 static int fill(struct ws_conn *w)
 {
-    if (w->drained)
-        return 0; /* new bytes will raise a new edge-triggered event */
+    /* After a short read new bytes raise a new edge-triggered event, but a
+     * FIN that came with the last bytes raises none: read on to see it. */
+    if (w->drained && !w->peer_fin)
+        return 0;
     if (run_read >= WS_RUN_READ_MAX) {
         w->blocked = BLOCK_YIELD;
         return 0;
@@ -85,8 +160,8 @@ static int fill(struct ws_conn *w)
      * out; after that we read only to find its close, and a peer that
      * keeps sending instead is left unread until close_timeout drops it
      * (no reset sooner: our close frame may still be queued to it). */
-    if (w->closing && (!wslay_event_get_close_sent(w->ctx) || w->wpend != NULL ||
-                       w->after_close > WS_CLOSING_READ_MAX))
+    if (w->closing && (!wslay_event_get_close_sent(w->b->ctx) || w->wpend != NULL ||
+                       w->b->after_close > WS_CLOSING_READ_MAX))
         return 0;
     if (w->rbuf == NULL)
         w->rbuf = scratch;
@@ -107,26 +182,13 @@ static int fill(struct ws_conn *w)
             /* A short read emptied the receive queue: skip the EAGAIN read. */
             w->drained = (size_t)n < room;
             if (w->closing)
-                w->after_close += (uint32_t)n;
+                w->b->after_close += (uint32_t)n;
             return 1;
         }
         if (n < 0 && errno == EINTR)
             continue;
         return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) ? 0 : -1;
     }
-}
-
-/* Output the socket has not taken yet, in wslay's queue and in wpend. */
-static size_t pending_output(const struct ws_conn *w)
-{
-    return (w->ctx ? wslay_event_get_queued_msg_length(w->ctx) : 0) +
-           (w->wpend ? w->wpend->len - w->wpend->pos : 0);
-}
-
-/* Backpressure: reading more would queue output beyond max_pending_output. */
-static int output_blocked(const struct ws_conn *w)
-{
-    return pending_output(w) > cf->max_pending_output;
 }
 
 static ssize_t would_block(wslay_event_context_ptr ctx, struct ws_conn *w)
@@ -142,11 +204,44 @@ static ssize_t would_block(wslay_event_context_ptr ctx, struct ws_conn *w)
     return -1;
 }
 
+/* wslay sends control frames ahead of queued data, so a close queued now
+ * would overtake the echoes of messages that arrived before it: the close
+ * waits in close_code until the data queue is empty. */
+static void queue_close(struct ws_conn *w, uint16_t code, const char *reason, size_t len)
+{
+    struct ws_busy *b = w->b;
+    w->closing = 1;
+    if (b->close_code != 0 || wslay_event_get_close_sent(b->ctx))
+        return; /* the first close stands */
+    if (wslay_event_get_queued_msg_count(b->ctx) == 0) {
+        (void)wslay_event_queue_close(b->ctx, code, (const uint8_t *)reason, len);
+        return;
+    }
+    b->close_code = code;
+    if (len > 0 && (b->close_reason = malloc(len + 1)) != NULL) {
+        memcpy(b->close_reason, reason, len);
+        b->close_reason[len] = '\0';
+    }
+}
+
+/* The waiting close goes once everything queued before it is out. */
+static void close_if_flushed(struct ws_conn *w)
+{
+    struct ws_busy *b = w->b;
+    if (b == NULL || b->close_code == 0 || wslay_event_get_queued_msg_count(b->ctx) != 0)
+        return;
+    const char *reason = b->close_reason;
+    (void)wslay_event_queue_close(b->ctx, b->close_code, (const uint8_t *)reason,
+                                  reason ? strlen(reason) : 0);
+    free(b->close_reason);
+    b->close_reason = NULL;
+    b->close_code = 0;
+}
+
 /* Fails the connection: close frame with code, read nothing more. */
 static ssize_t fail(wslay_event_context_ptr ctx, struct ws_conn *w, uint16_t code)
 {
-    w->closing = 1;
-    (void)wslay_event_queue_close(ctx, code, NULL, 0);
+    queue_close(w, code, NULL, 0);
     wslay_event_shutdown_read(ctx);
     return would_block(ctx, w);
 }
@@ -172,6 +267,12 @@ static int gate(wslay_event_context_ptr ctx, struct ws_conn *w, ssize_t *ret)
     struct frame_info fi;
     size_t avail = w->rlen - w->rpos;
     int h = frame_parse((uint8_t *)w->rbuf + w->rpos, avail, &fi);
+    if (h > 0 && fi.opcode != FRAME_CLOSE && output_blocked(w)) {
+        /* Before frame_check: the frame is judged once, when it is taken. */
+        w->blocked = BLOCK_OUTPUT;
+        *ret = would_block(ctx, w);
+        return -1;
+    }
     struct frame_limits lim = { cf->max_frame_size, cf->max_message_size };
     uint16_t code = h < 0 ? 1002 : h == 0 ? 0 : frame_check(&w->seq, &fi, &lim);
     if (code) {
@@ -181,17 +282,10 @@ static int gate(wslay_event_context_ptr ctx, struct ws_conn *w, ssize_t *ret)
     if (h == 0 || (fi.opcode == FRAME_CLOSE && avail < (size_t)h + fi.payload_len))
         return 0;
     if (fi.opcode == FRAME_CLOSE) {
-        /* wslay sends control frames before queued data: let the echoes
-         * of earlier messages leave before the close is answered. */
-        if (wslay_event_get_queued_msg_count(ctx)) {
-            w->blocked = BLOCK_CLOSE;
-            *ret = would_block(ctx, w);
-        } else {
-            *ret = on_close_frame(ctx, w, &fi);
-        }
+        *ret = on_close_frame(ctx, w, &fi);
         return -1;
     }
-    w->frame_left = (uint64_t)h + fi.payload_len;
+    w->b->frame_left = (uint32_t)((uint64_t)h + fi.payload_len);
     return 1;
 }
 
@@ -201,35 +295,116 @@ static ssize_t recv_cb(wslay_event_context_ptr ctx, uint8_t *buf, size_t len,
                        int flags, void *user)
 {
     struct ws_conn *w = user;
+    struct ws_busy *b = w->b;
     ssize_t ret;
     (void)flags;
     for (;;) {
         size_t avail = w->rlen - w->rpos;
-        if (w->frame_left == 0 && avail > 0 && gate(ctx, w, &ret) < 0)
+        if (w->failed) {
+            wslay_event_set_error(ctx, WSLAY_ERR_CALLBACK_FAILURE);
+            return -1;
+        }
+        if (b->frame_left == 0 && avail > 0 && gate(ctx, w, &ret) < 0)
             return ret;
-        if (w->frame_left > 0 && avail > 0) {
+        if (b->frame_left > 0 && avail > 0) {
             size_t n = avail < len ? avail : len;
-            n = n < w->frame_left ? n : (size_t)w->frame_left;
+            n = n < b->frame_left ? n : (size_t)b->frame_left;
             memcpy(buf, w->rbuf + w->rpos, n);
             w->rpos += (uint32_t)n;
-            w->frame_left -= n;
+            b->frame_left -= (uint32_t)n;
             return (ssize_t)n;
         }
         /* Backpressure: a peer that sends but does not read stops being read. */
-        if (output_blocked(w)) {
+        if (b->frame_left == 0 && output_blocked(w)) {
             w->blocked = BLOCK_OUTPUT;
             return would_block(ctx, w);
         }
         int r = fill(w);
-        if (r == 0)
+        if (r < 0)
+            w->eof = 1; /* the peer is gone: what is queued still goes out */
+        if (r <= 0)
             return would_block(ctx, w);
-        if (r < 0) {
-            w->failed = 1; /* EOF or error: the peer is gone */
-            wslay_event_set_error(ctx, WSLAY_ERR_CALLBACK_FAILURE);
-            return -1;
-        }
     }
 }
+
+/* ---- Reassembly: one buffer per message, grown as fragments arrive ------ */
+
+/* Room for need bytes, grown as bytes arrive (a header alone claims
+ * nothing), by doubling, never beyond msg_most: the message's size when its
+ * last frame is known, else max_message_size (frame_check holds need
+ * below both). */
+static int msg_reserve(struct ws_busy *b, size_t need)
+{
+    if (need <= b->msg_cap && b->msg != NULL)
+        return 0;
+    size_t cap = (size_t)b->msg_cap * 2;
+    cap = cap > 256 ? cap : 256;
+    cap = cap < b->msg_most ? cap : b->msg_most;
+    cap = cap < need ? need : cap;
+    uint8_t *msg = realloc(b->msg, cap ? cap : 1);
+    if (msg == NULL)
+        return -1;
+    b->msg = msg;
+    b->msg_cap = (uint32_t)cap;
+    return 0;
+}
+
+static void msg_free(struct ws_busy *b)
+{
+    free(b->msg);
+    b->msg = NULL;
+    b->msg_len = b->msg_cap = 0;
+}
+
+static void on_frame_start(wslay_event_context_ptr ctx,
+                           const struct wslay_event_on_frame_recv_start_arg *arg, void *user)
+{
+    struct ws_conn *w = user;
+    struct ws_busy *b = w->b;
+    (void)ctx;
+    b->frame_data = arg->opcode == WSLAY_TEXT_FRAME || arg->opcode == WSLAY_BINARY_FRAME ||
+                    arg->opcode == WSLAY_CONTINUATION_FRAME;
+    if (!b->frame_data)
+        return;
+    if (arg->opcode != WSLAY_CONTINUATION_FRAME)
+        b->msg_len = 0;
+    b->msg_most = (uint32_t)(arg->fin ? b->msg_len + arg->payload_length
+                                      : cf->max_message_size);
+    if (msg_reserve(b, b->msg_len) < 0) /* an empty message has a buffer too */
+        w->failed = 1; /* out of memory: recv_cb stops wslay */
+}
+
+static void on_frame_chunk(wslay_event_context_ptr ctx,
+                           const struct wslay_event_on_frame_recv_chunk_arg *arg, void *user)
+{
+    struct ws_conn *w = user;
+    struct ws_busy *b = w->b;
+    (void)ctx;
+    if (!b->frame_data || b->msg == NULL)
+        return; /* a control frame (wslay keeps those), or a shed message */
+    if (msg_reserve(b, (size_t)b->msg_len + arg->data_length) < 0) {
+        w->failed = 1;
+        return;
+    }
+    memcpy(b->msg + b->msg_len, arg->data, arg->data_length);
+    b->msg_len += (uint32_t)arg->data_length;
+}
+
+static void on_msg(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_recv_arg *arg,
+                   void *user)
+{
+    struct ws_conn *w = user;
+    struct ws_busy *b = w->b;
+    (void)ctx;
+    /* Control frames are answered by wslay itself (pong, close echo). */
+    if (arg->opcode != WSLAY_TEXT_FRAME && arg->opcode != WSLAY_BINARY_FRAME)
+        return;
+    if (b->msg != NULL)
+        w->route->module->on_message(w, (enum ws_msg_type)arg->opcode, b->msg, b->msg_len);
+    msg_free(b);
+}
+
+/* ---- Writing ----------------------------------------------------------- */
 
 /* Writes what was gathered; what the socket does not take waits in wpend.
  * -1 if the socket failed. */
@@ -303,43 +478,55 @@ static ssize_t send_cb(wslay_event_context_ptr ctx, const uint8_t *data, size_t 
     return (ssize_t)n;
 }
 
-static void on_msg(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_recv_arg *arg,
-                   void *user)
-{
-    struct ws_conn *w = user;
-    (void)ctx;
-    /* Control frames are answered by wslay itself (pong, close echo). */
-    if (arg->opcode == WSLAY_TEXT_FRAME || arg->opcode == WSLAY_BINARY_FRAME)
-        w->route->module->on_message(w, (enum ws_msg_type)arg->opcode, arg->msg, arg->msg_length);
-}
-
 static const struct wslay_event_callbacks callbacks = {
     .recv_callback = recv_cb,
     .send_callback = send_cb,
+    .on_frame_recv_start_callback = on_frame_start,
+    .on_frame_recv_chunk_callback = on_frame_chunk,
     .on_msg_recv_callback = on_msg,
 };
 
-static int ctx_get(struct ws_conn *w)
+static int busy_get(struct ws_conn *w)
 {
-    if (w->ctx != NULL)
+    if (w->b != NULL)
         return 0;
-    if (wslay_event_context_server_init(&w->ctx, &callbacks, w) != 0) {
-        w->ctx = NULL;
+    struct ws_busy *b = calloc(1, sizeof(*b));
+    if (b == NULL)
+        return -1;
+    if (wslay_event_context_server_init(&b->ctx, &callbacks, w) != 0) {
+        free(b);
         return -1;
     }
-    wslay_event_config_set_max_recv_msg_length(w->ctx, cf->max_message_size);
+    /* Messages are reassembled here, in one buffer (wslay would keep one
+     * heap block per fragment and copy them all once more at the end). */
+    wslay_event_config_set_no_buffering(b->ctx, 1);
+    wslay_event_config_set_max_recv_msg_length(b->ctx, cf->max_message_size);
+    w->b = b;
     return 0;
 }
 
-/* Between messages wslay holds nothing we need: give its memory back. */
-static void ctx_put_if_idle(struct ws_conn *w)
+static void busy_free(struct ws_conn *w)
 {
-    if (w->ctx != NULL && !w->closing && w->frame_left == 0 && !w->seq.in_message &&
-        wslay_event_get_queued_msg_count(w->ctx) == 0) {
-        wslay_event_context_free(w->ctx);
-        w->ctx = NULL;
-    }
+    struct ws_busy *b = w->b;
+    if (b == NULL)
+        return;
+    wslay_event_context_free(b->ctx);
+    free(b->msg);
+    free(b->close_reason);
+    free(b);
+    w->b = NULL;
 }
+
+/* Between messages wslay holds nothing we need: give its memory back. */
+static void busy_put_if_idle(struct ws_conn *w)
+{
+    const struct ws_busy *b = w->b;
+    if (b != NULL && !w->closing && b->frame_left == 0 && !w->seq.in_message &&
+        b->msg == NULL && wslay_event_get_queued_msg_count(b->ctx) == 0)
+        busy_free(w);
+}
+
+/* ---- Running ----------------------------------------------------------- */
 
 struct ws_conn *ws_open(int fd, const struct config *config, const struct config_route *route,
                         char *pending, size_t len)
@@ -360,20 +547,22 @@ struct ws_conn *ws_open(int fd, const struct config *config, const struct config
     w->rlen = (uint32_t)len;
     if (m->on_open && m->on_open(w) != 0)
         ws_close(w, 1011, "module refused the connection");
+    account(w);
     return w;
 }
 
 static unsigned status(struct ws_conn *w)
 {
-    int reading = w->ctx ? wslay_event_want_read(w->ctx) : 1;
-    int writing = (w->ctx && wslay_event_want_write(w->ctx)) || w->wpend != NULL;
+    wslay_event_context_ptr ctx = ctx_of(w);
+    int reading = ctx ? wslay_event_want_read(ctx) : 1;
+    int writing = (ctx && wslay_event_want_write(ctx)) || w->wpend != NULL;
     unsigned f = (w->active ? WS_ACTIVE : 0) | (w->blocked == BLOCK_OUTPUT ? WS_STALLED : 0);
-    if (w->failed)
+    if (w->failed || w->eof)
         return f | WS_DONE | WS_BROKEN;
     if (!reading && !writing)
         return f | WS_DONE;
     /* wslay stops reading once it has queued a close (peer's or error). */
-    int closing = w->closing || !reading || (w->ctx && wslay_event_get_close_sent(w->ctx));
+    int closing = w->closing || !reading || (ctx && wslay_event_get_close_sent(ctx));
     return f | (writing ? WS_WANT_WRITE : 0) | (closing ? WS_CLOSING : 0);
 }
 
@@ -381,9 +570,10 @@ static unsigned status(struct ws_conn *w)
  * saying so (output left in wpend) should stop us. */
 static int send_all(struct ws_conn *w)
 {
-    while (w->wpend == NULL && wslay_event_want_write(w->ctx)) {
+    wslay_event_context_ptr ctx = w->b->ctx;
+    while (w->wpend == NULL && wslay_event_want_write(ctx)) {
         wbuf_short = 0;
-        int r = wslay_event_send(w->ctx);
+        int r = wslay_event_send(ctx);
         if (flush(w) < 0 || r != 0)
             return -1;
         if (!wbuf_short)
@@ -392,33 +582,37 @@ static int send_all(struct ws_conn *w)
     return 0;
 }
 
-/* Reading stopped for output to drain; has it drained enough? */
-static int unblocked(struct ws_conn *w)
+/* Output, then the close that waited for it. */
+static int send_out(struct ws_conn *w)
 {
-    if (w->blocked == BLOCK_OUTPUT)
-        return !output_blocked(w);
-    return w->blocked == BLOCK_CLOSE && wslay_event_get_queued_msg_count(w->ctx) == 0;
+    int pending = w->wpend != NULL ? flush_pending(w) : 0;
+    if (pending < 0 || send_all(w) < 0)
+        return -1;
+    if (w->b->close_code != 0 && w->wpend == NULL) {
+        close_if_flushed(w);
+        return send_all(w);
+    }
+    return 0;
 }
 
 /* The general path: frames through wslay, a few rounds of read and write. */
 static unsigned slow_run(struct ws_conn *w)
 {
     unsigned f;
-    if (ctx_get(w) < 0)
+    if (busy_get(w) < 0)
         return WS_DONE | WS_BROKEN;
     for (int round = 0;; round++) {
         w->blocked = BLOCK_NONE;
-        if (wslay_event_want_read(w->ctx) && wslay_event_recv(w->ctx) != 0)
+        if (wslay_event_want_read(w->b->ctx) && wslay_event_recv(w->b->ctx) != 0)
             return WS_DONE | WS_BROKEN;
-        int pending = w->wpend != NULL ? flush_pending(w) : 0;
-        if (pending < 0 || send_all(w) < 0)
+        if (send_out(w) < 0)
             return WS_DONE | WS_BROKEN;
         if (w->blocked == BLOCK_YIELD) {
             f = status(w) | WS_AGAIN;
             break;
         }
         /* With edge-triggered epoll nobody else will tell us to read again. */
-        if (!unblocked(w)) {
+        if (w->blocked != BLOCK_OUTPUT || output_blocked(w) || w->eof) {
             f = status(w);
             break;
         }
@@ -427,7 +621,7 @@ static unsigned slow_run(struct ws_conn *w)
             break;
         }
     }
-    ctx_put_if_idle(w);
+    busy_put_if_idle(w);
     return f;
 }
 
@@ -490,7 +684,7 @@ static int fast_deliver(struct ws_conn *w, const struct frame_info *fi, size_t h
  * not be read now); 0: go on with the general path; -1: the peer is gone. */
 static int fast_path(struct ws_conn *w)
 {
-    while (w->ctx == NULL && w->wpend == NULL && !w->closing && !w->failed) {
+    while (w->b == NULL && w->wpend == NULL && !w->closing && !w->failed) {
         struct frame_info fi;
         size_t avail = w->rlen - w->rpos;
         int h = avail ? frame_parse((uint8_t *)w->rbuf + w->rpos, avail, &fi) : 0;
@@ -575,7 +769,30 @@ unsigned ws_run(struct ws_conn *w)
 {
     run_begin(w);
     unsigned f = run(w);
-    return run_end(w) < 0 ? WS_DONE | WS_BROKEN : f;
+    if (run_end(w) < 0)
+        f = WS_DONE | WS_BROKEN;
+    account(w);
+    return f;
+}
+
+void ws_peer_closed(struct ws_conn *w)
+{
+    w->peer_fin = 1;
+}
+
+unsigned ws_shed(struct ws_conn *w)
+{
+    if (w->wpend != NULL) {
+        /* Its peer does not take what it owes: a close frame would wait
+         * behind the same bytes. Drop it. */
+        w->failed = 1;
+        return WS_DONE | WS_BROKEN;
+    }
+    if (busy_get(w) < 0)
+        return WS_DONE | WS_BROKEN;
+    msg_free(w->b);
+    (void)fail(w->b->ctx, w, 1009);
+    return ws_run(w);
 }
 
 void ws_free(struct ws_conn *w)
@@ -593,8 +810,8 @@ const struct config_route *ws_route(const struct ws_conn *w)
 
 int ws_export(const struct ws_conn *w, const char **pending, size_t *len)
 {
-    /* No wslay context: no message half received, no echo or close queued. */
-    if (w->ctx != NULL || w->wpend != NULL || w->closing || w->failed)
+    /* No busy state: no message half received, no echo or close queued. */
+    if (w->b != NULL || w->wpend != NULL || w->closing || w->failed || w->eof)
         return -1;
     *pending = w->rbuf ? w->rbuf + w->rpos : NULL;
     *len = w->rlen - w->rpos;
@@ -603,10 +820,10 @@ int ws_export(const struct ws_conn *w, const char **pending, size_t *len)
 
 void ws_detach(struct ws_conn *w)
 {
-    if (w->ctx != NULL)
-        wslay_event_context_free(w->ctx);
+    busy_free(w);
     free(w->rbuf);
     free(w->wpend);
+    mem_move(&w->held, 0);
     pool_free(&ws_pool, w);
 }
 
@@ -643,32 +860,38 @@ static int frame_out(struct ws_conn *w, int opcode, const uint8_t *data, size_t 
 int ws_send(struct ws_conn *w, enum ws_msg_type type, const uint8_t *data, size_t len)
 {
     struct wslay_event_msg msg = { .opcode = (uint8_t)type, .msg = data, .msg_length = len };
-    /* Nothing queued in wslay: this frame may go out ahead of it. */
-    if (w == running && w->ctx == NULL && !w->closing && !w->failed &&
-        frame_out(w, type, data, len) == 0)
-        return 0;
-    if (w->failed || ctx_get(w) < 0)
+    if (w->failed || w->closing)
         return -1;
-    return wslay_event_queue_msg(w->ctx, &msg) == 0 ? 0 : -1;
+    /* Nothing queued in wslay: this frame may go out ahead of it. */
+    if (w == running && w->b == NULL && frame_out(w, type, data, len) == 0)
+        return 0;
+    if (busy_get(w) < 0)
+        return -1;
+    int r = wslay_event_queue_msg(w->b->ctx, &msg);
+    if (w != running)
+        account(w);
+    return r == 0 ? 0 : -1;
 }
 
 void ws_close(struct ws_conn *w, uint16_t code, const char *reason)
 {
     size_t len = reason ? strlen(reason) : 0;
-    w->closing = 1;
-    if (ctx_get(w) < 0) {
+    if (busy_get(w) < 0) {
+        w->closing = 1;
         w->failed = 1; /* out of memory: drop the connection */
         return;
     }
-    /* Ignored when a close is already queued or sent: the first one stands. */
-    (void)wslay_event_queue_close(w->ctx, code, (const uint8_t *)reason, len > 123 ? 123 : len);
+    queue_close(w, code, reason, len > 123 ? 123 : len);
+    if (w != running)
+        account(w);
 }
 
 void ws_ping(struct ws_conn *w)
 {
     struct wslay_event_msg msg = { .opcode = WSLAY_PING, .msg = NULL, .msg_length = 0 };
-    if (ctx_get(w) == 0)
-        (void)wslay_event_queue_msg(w->ctx, &msg);
+    if (busy_get(w) == 0)
+        (void)wslay_event_queue_msg(w->b->ctx, &msg);
+    account(w);
 }
 
 void *ws_data(struct ws_conn *w)

@@ -28,6 +28,16 @@ struct ws_conn *ws_open(int fd, const struct config *cf, const struct config_rou
                         char *pending, size_t len);
 /* Reads, dispatches, writes; returns WS_* flags. */
 unsigned ws_run(struct ws_conn *w);
+/* epoll saw the peer's FIN (EPOLLRDHUP/EPOLLHUP): the next run reads
+ * until EOF even after a short read, since no new edge will come. */
+void ws_peer_closed(struct ws_conn *w);
+/* Bytes w holds beyond its fixed-size object, as counted in mem.h. */
+size_t ws_held(const struct ws_conn *w);
+/* The worker is over worker_memory_limit and w is among the biggest
+ * holders: a message being received is dropped and the connection failed
+ * with 1009; one whose peer does not take its output is dropped (WS_BROKEN:
+ * a close frame could not get through). Returns WS_* flags like ws_run. */
+unsigned ws_shed(struct ws_conn *w);
 /* Queues a keepalive ping. */
 void ws_ping(struct ws_conn *w);
 /* Calls the module's on_close and frees everything (not the socket). */

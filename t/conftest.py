@@ -26,6 +26,10 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 _bin = Path(os.environ.get("WSECHOD_BIN", "build/wsechod-asan"))
 BIN = _bin if _bin.is_absolute() else (REPO / _bin)
+# Memory is measured on the release build: ASan's quarantine and shadow
+# memory would hide what the server itself holds.
+_rel = Path(os.environ.get("WSECHOD_RELEASE_BIN", "build/wsechod"))
+RELEASE_BIN = _rel if _rel.is_absolute() else (REPO / _rel)
 
 WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 WORKER_RE = re.compile(r"wsechod: worker process #(\d+) gen (\d+)")
@@ -166,6 +170,20 @@ def _tcp_rows():
             lport = int(local.rsplit(":", 1)[1], 16)
             rport = int(remote.rsplit(":", 1)[1], 16)
             yield lport, rport, st, inode
+
+
+def close_wait_count(port):
+    """Server-side sockets on `port` whose peer has closed but we have not."""
+    return sum(1 for lport, _r, st, _i in _tcp_rows() if st == "08" and lport == port)
+
+
+def proc_status_kib(pid, field):
+    """VmRSS, VmHWM, ... of a process, in KiB."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise AssertionError(f"{field} not in /proc/{pid}/status")
 
 
 def listen_inodes(port):
@@ -498,6 +516,7 @@ class Server:
         self.proc = None
         self.seen = set()          # every worker pid ever observed
         self.returncode = None
+        self.bin = BIN
         write_config(self.config_path, cfg)
 
     # -- paths ---------------------------------------------------------------
@@ -515,11 +534,11 @@ class Server:
 
     # -- lifecycle -------------------------------------------------------------
     def start(self, wait=True, workers=None, timeout=15.0):
-        if not BIN.exists():
-            pytest.fail(f"server binary {BIN} does not exist", pytrace=False)
+        if not self.bin.exists():
+            pytest.fail(f"server binary {self.bin} does not exist", pytrace=False)
         self.stdout = open(self.tmp / "server.stdout", "ab")
         self.stderr = open(self.tmp / "server.stderr", "ab")
-        self.proc = subprocess.Popen([str(BIN), "-c", str(self.config_path)],
+        self.proc = subprocess.Popen([str(self.bin), "-c", str(self.config_path)],
                                      stdin=subprocess.DEVNULL, stdout=self.stdout,
                                      stderr=self.stderr, env=sanitizer_env(self.san_dir),
                                      cwd=str(self.tmp))
@@ -709,13 +728,16 @@ def _sanitizer_check(tmp_path):
 
 @pytest.fixture
 def server_factory(tmp_path, free_port, _sanitizer_check):
-    """make(workers=2, start=True, **config_overrides) -> Server."""
+    """make(workers=2, start=True, release=False, **config_overrides) -> Server.
+    release=True runs the release build (for memory measurements)."""
     servers = []
 
-    def make(workers=2, start=True, wait=True, **overrides):
+    def make(workers=2, start=True, wait=True, release=False, **overrides):
         assert not servers, "one server per test"
         cfg = base_config(tmp_path, free_port, workers=workers, **overrides)
         srv = Server(tmp_path, free_port, cfg)
+        if release:
+            srv.bin = RELEASE_BIN
         servers.append(srv)
         if start:
             srv.start(wait=wait)

@@ -38,7 +38,7 @@ static void respond(const struct http_req *r, const char *buf, const struct conf
         if (n == 0 || memcmp(out, "HTTP/1.1 101 ", 13) != 0)
             abort();
     } else {
-        size_t n = http_error_response(v.status, v.reason, out, sizeof(out));
+        size_t n = http_error_response(v.status, v.reason, http_req_is_head(r), out, sizeof(out));
         if (n == 0 || v.reason == NULL || v.status < 400 || v.status > 599)
             abort();
     }
@@ -69,7 +69,7 @@ static void run(const uint8_t *data, size_t size, uint32_t seed, const struct co
         respond(r, buf, cf);
     } else {
         char out[512];
-        http_error_response(res == HTTP_BAD ? 400 : len >= cap ? 431 : 408, "fuzz", out,
+        http_error_response(res == HTTP_BAD ? r->bad_status : len >= cap ? 431 : 408, "fuzz", 0, out,
                             sizeof(out));
     }
     free(buf);
