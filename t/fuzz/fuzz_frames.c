@@ -23,6 +23,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "config.h"
 #include "echo.h"
 #include "frame.h"
 #include "fuzz_common.h"
@@ -144,7 +145,8 @@ static void ws_path(const uint8_t *in, size_t n, unsigned flags)
     char *pending = malloc(lead ? lead : 1);
     memcpy(pending, in, lead);
     const struct config *cf = (flags & 2) ? cf_small : cf_big;
-    struct ws_conn *w = ws_open(sv[0], cf, &echo_module, pending, lead);
+    static const struct config_route route = { "/", &echo_module };
+    struct ws_conn *w = ws_open(sv[0], cf, &route, pending, lead);
     if (w == NULL)
         abort();
     size_t off = lead;
