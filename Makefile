@@ -11,7 +11,7 @@ CC       ?= gcc
 CPPFLAGS += -D_GNU_SOURCE -DWSECHOD_VERSION='"$(VERSION)"' -Isrc -Imodules \
             -DWSECHOD_CONF='"$(SYSCONFDIR)/wsechod/wsechod.yaml"'
 CFLAGS   ?= -O2 -g
-CFLAGS   += -std=c11 -Wall -Wextra -Werror -MMD -MP
+CFLAGS   += -std=c11 -Wall -Wextra -Wshadow -Werror -MMD -MP
 LDLIBS   += -lyaml -lhttp_parser -lwslay -lcrypto
 SAN      := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer \
             -fno-sanitize-recover=undefined
@@ -85,7 +85,7 @@ build/wsbench: scripts/wsbench.c
 # report or timeout fails it (the input is left in build/fuzz/).
 FUZZ_CC      ?= clang
 FUZZ_SECONDS ?= 60
-FUZZ_CFLAGS  := -std=c11 -Wall -Wextra -Werror -MMD -MP -g -O1 -fno-omit-frame-pointer \
+FUZZ_CFLAGS  := -std=c11 -Wall -Wextra -Wshadow -Werror -MMD -MP -g -O1 -fno-omit-frame-pointer \
                 -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined
 FUZZ_OBJS    := $(filter-out build/fuzz/src/main.o,$(SRCS:%.c=build/fuzz/%.o))
 FUZZERS      := build/fuzz/fuzz_http build/fuzz/fuzz_frames

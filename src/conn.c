@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "frame.h"
 #include "handoff.h"
 #include "http.h"
 #include "log.h"
@@ -419,7 +420,7 @@ static void on_event(struct ev_loop *loop, struct ev_io *io, uint32_t events)
     }
 }
 
-int conn_accept(struct conn_env *env, int fd, int reject_status)
+int conn_accept(struct conn_env *e, int fd, int reject_status)
 {
     struct conn *c = pool_alloc(&conn_pool);
     if (c == NULL) {
@@ -431,14 +432,14 @@ int conn_accept(struct conn_env *env, int fd, int reject_status)
     c->reject = (uint16_t)reject_status;
     list_init(&c->tlink);
     list_init(&c->rlink);
-    if (ev_add(env->loop, &c->io, EV_BASE) < 0) {
+    if (ev_add(e->loop, &c->io, EV_BASE) < 0) {
         close(fd);
         pool_free(&conn_pool, c);
         return -1;
     }
-    list_append(&env->all, &c->link);
-    env->nconns++;
-    timer_set(c, CONN_Q_HANDSHAKE, env->cf->handshake_timeout_ms);
+    list_append(&e->all, &c->link);
+    e->nconns++;
+    timer_set(c, CONN_Q_HANDSHAKE, e->cf->handshake_timeout_ms);
     return 0;
 }
 
@@ -474,13 +475,13 @@ static void expire(struct conn *c, enum conn_queue q)
     }
 }
 
-void conn_expire_timers(struct conn_env *env)
+void conn_expire_timers(struct conn_env *e)
 {
     for (int q = CONN_Q_HANDSHAKE; q < CONN_Q_COUNT; q++) {
-        struct list *head = &env->timers[q];
+        struct list *head = &e->timers[q];
         while (!list_empty(head)) {
             struct conn *c = list_entry(head->next, struct conn, tlink);
-            if (c->deadline > env->loop->now)
+            if (c->deadline > e->loop->now)
                 break;
             timer_clear(c); /* whatever expire does, it is off this queue */
             expire(c, (enum conn_queue)q);
@@ -488,32 +489,32 @@ void conn_expire_timers(struct conn_env *env)
     }
 }
 
-int conn_next_timeout(const struct conn_env *env)
+int conn_next_timeout(const struct conn_env *e)
 {
     uint64_t d = UINT64_MAX;
-    if (!list_empty(&env->ready_q))
+    if (!list_empty(&e->ready_q))
         return 0;
     for (int q = CONN_Q_HANDSHAKE; q < CONN_Q_COUNT; q++) {
-        const struct list *head = &env->timers[q];
+        const struct list *head = &e->timers[q];
         if (!list_empty(head) && list_entry(head->next, struct conn, tlink)->deadline < d)
             d = list_entry(head->next, struct conn, tlink)->deadline;
     }
     if (d == UINT64_MAX)
         return -1;
-    uint64_t now = env->loop->now;
+    uint64_t now = e->loop->now;
     return d <= now ? 0 : d - now > 60000 ? 60000 : (int)(d - now);
 }
 
-void conn_run_ready(struct conn_env *env)
+void conn_run_ready(struct conn_env *e)
 {
     struct list batch;
     list_init(&batch);
     /* Take the whole queue first: a connection may yield again. */
-    if (!list_empty(&env->ready_q)) {
-        batch.next = env->ready_q.next;
-        batch.prev = env->ready_q.prev;
+    if (!list_empty(&e->ready_q)) {
+        batch.next = e->ready_q.next;
+        batch.prev = e->ready_q.prev;
         batch.next->prev = batch.prev->next = &batch;
-        list_init(&env->ready_q);
+        list_init(&e->ready_q);
     }
     while (!list_empty(&batch)) {
         struct conn *c = list_entry(batch.next, struct conn, rlink);
@@ -538,10 +539,10 @@ static int ws_start_close(struct conn *c, uint16_t code)
     return 1;
 }
 
-void conn_close_all(struct conn_env *env, uint16_t code)
+void conn_close_all(struct conn_env *e, uint16_t code)
 {
-    struct list *it = env->all.next;
-    while (it != &env->all) {
+    struct list *it = e->all.next;
+    while (it != &e->all) {
         struct conn *c = list_entry(it, struct conn, link);
         it = it->next; /* c may move to dead_q below */
         if (c->state == CONN_HTTP)
@@ -551,22 +552,22 @@ void conn_close_all(struct conn_env *env, uint16_t code)
     }
 }
 
-void conn_close_oldest(struct conn_env *env, uint16_t code, unsigned max)
+void conn_close_oldest(struct conn_env *e, uint16_t code, unsigned max)
 {
     /* Visited connections go to the tail, so the next call starts with
      * ones not yet told. */
-    for (unsigned seen = env->nconns; max > 0 && seen > 0 && !list_empty(&env->all); seen--) {
-        struct conn *c = list_entry(env->all.next, struct conn, link);
+    for (unsigned seen = e->nconns; max > 0 && seen > 0 && !list_empty(&e->all); seen--) {
+        struct conn *c = list_entry(e->all.next, struct conn, link);
         list_remove(&c->link);
-        list_append(&env->all, &c->link);
+        list_append(&e->all, &c->link);
         max -= (unsigned)ws_start_close(c, code);
     }
 }
 
-void conn_reap(struct conn_env *env)
+void conn_reap(struct conn_env *e)
 {
-    while (!list_empty(&env->dead_q)) {
-        struct list *n = env->dead_q.next;
+    while (!list_empty(&e->dead_q)) {
+        struct list *n = e->dead_q.next;
         list_remove(n);
         pool_free(&conn_pool, list_entry(n, struct conn, link));
     }
@@ -628,11 +629,11 @@ void conn_shed(struct conn_env *e)
     }
 }
 
-void conn_destroy_all(struct conn_env *env)
+void conn_destroy_all(struct conn_env *e)
 {
-    while (!list_empty(&env->all))
-        conn_close(list_entry(env->all.next, struct conn, link));
-    conn_reap(env);
+    while (!list_empty(&e->all))
+        conn_close(list_entry(e->all.next, struct conn, link));
+    conn_reap(e);
 }
 
 /* ---- Reload handoff ---------------------------------------------------- */
@@ -783,18 +784,14 @@ void conn_handoff_begin(struct conn_env *e, int *targets, unsigned n)
 /* The route is gone from the new configuration: close as a reload would. */
 static void route_gone(struct conn *c, const struct handoff_conn *hc)
 {
-    static const char reason[] = "route removed by reload";
-    char frame[4 + sizeof(reason) - 1], peer[64];
-    frame[0] = (char)0x88; /* FIN + close */
-    frame[1] = (char)(2 + sizeof(reason) - 1);
-    frame[2] = (char)(1012 >> 8);
-    frame[3] = (char)(1012 & 0xff);
-    memcpy(frame + 4, reason, sizeof(reason) - 1);
+    uint8_t frame[FRAME_HEADER_MAX + 125];
+    char peer[64];
+    size_t n = frame_close_encode(frame, 1012, "route removed by reload");
     log_info("handed-over connection from %s: path %.*s no longer routed, closing with 1012",
              peer_name(c->io.fd, peer, sizeof(peer)), (int)hc->path_len, hc->path);
     c->state = CONN_LINGER;
     timer_set(c, CONN_Q_CLOSING, env->cf->close_timeout_ms);
-    if (out_send(c, frame, sizeof(frame)) == 0)
+    if (out_send(c, (const char *)frame, n) == 0)
         linger_step(c);
 }
 

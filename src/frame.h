@@ -1,6 +1,7 @@
 /* RFC 6455 section 5 rules that can be judged from a frame header and the
- * frames before it, applied before wslay sees a frame. Pure functions, no
- * I/O: easy to test and fuzz. */
+ * frames before it, applied before wslay sees a frame, and the encoding of
+ * the frames the server writes itself. Pure functions, no I/O: easy to test
+ * and fuzz. */
 #ifndef WSECHOD_FRAME_H
 #define WSECHOD_FRAME_H
 
@@ -42,5 +43,14 @@ uint16_t frame_close_check(const struct frame_info *fi, const uint8_t *payload,
                            uint16_t *code);
 /* Codes a peer may send (RFC 6455 7.4 and the IANA registry). */
 int frame_code_allowed(unsigned code);
+
+/* The longest header of an unmasked (server) frame. */
+#define FRAME_HEADER_MAX 10
+/* Writes the header of an unmasked, final frame carrying len bytes into
+ * out (FRAME_HEADER_MAX bytes of room) and returns its length. */
+size_t frame_header_encode(uint8_t *out, int opcode, uint64_t len);
+/* Writes a whole close frame with code and reason (cut to 123 bytes) into
+ * out (FRAME_HEADER_MAX + 125 bytes of room) and returns its length. */
+size_t frame_close_encode(uint8_t *out, uint16_t code, const char *reason);
 
 #endif

@@ -839,20 +839,8 @@ static int frame_out(struct ws_conn *w, int opcode, const uint8_t *data, size_t 
         return -1;
     if (w->wpend != NULL)
         return -1;
-    uint8_t *p = wbuf + wbuf_len;
-    p[0] = (uint8_t)(0x80 | opcode);
-    if (h == 2) {
-        p[1] = (uint8_t)len;
-    } else if (h == 4) {
-        p[1] = 126;
-        p[2] = (uint8_t)(len >> 8);
-        p[3] = (uint8_t)len;
-    } else {
-        p[1] = 127;
-        for (int i = 0; i < 8; i++)
-            p[2 + i] = (uint8_t)((uint64_t)len >> (56 - 8 * i));
-    }
-    memcpy(p + h, data, len);
+    h = frame_header_encode(wbuf + wbuf_len, opcode, len);
+    memcpy(wbuf + wbuf_len + h, data, len);
     wbuf_len += h + len;
     return 0;
 }
