@@ -19,6 +19,10 @@ SAN      := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer \
 SRCS     := $(wildcard src/*.c) $(wildcard modules/*.c)
 OBJS     := $(SRCS:%.c=build/obj/%.o)
 SAN_OBJS := $(SRCS:%.c=build/asan/%.o)
+# C unit tests (t/unit/test_*.c, TAP): each links the server's sanitized
+# objects but main.o and is run by `make test` before the pytest suite.
+UNIT_BINS := $(patsubst t/unit/%.c,build/unit/%,$(wildcard t/unit/test_*.c))
+UNIT_OBJS := $(filter-out build/asan/src/main.o,$(SAN_OBJS))
 PYTEST   := /usr/bin/python3 -m pytest
 
 .PHONY: all deps run test clean install uninstall bench fuzz
@@ -46,8 +50,14 @@ run: deps
 	exec build/wsechod -c conf/wsechod.yaml
 
 test: deps
-	@$(MAKE) --no-print-directory build/wsechod build/wsechod-asan
+	@$(MAKE) --no-print-directory build/wsechod build/wsechod-asan $(UNIT_BINS)
+	@for t in $(UNIT_BINS); do $$t > $$t.tap 2>&1 || { cat $$t.tap; echo "unit: $$t FAILED"; exit 1; }; \
+	  echo "unit: $$t: $$(grep -c '^ok' $$t.tap) ok"; done
 	WSECHOD_BIN=build/wsechod-asan $(PYTEST) -q t/
+
+build/unit/%: t/unit/%.c t/unit/tap.h $(UNIT_OBJS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) -It/unit $(CFLAGS) $(SAN) $(LDFLAGS) -o $@ $< $(UNIT_OBJS) $(LDLIBS)
 
 # The installed config logs to /var/log/wsechod and keeps its pid in
 # /run/wsechod (the unit's LogsDirectory and RuntimeDirectory); an existing

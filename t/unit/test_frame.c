@@ -1,0 +1,128 @@
+/* src/frame.c: header parsing, sequence rules, close frames, encoding. */
+#include <string.h>
+
+#include "frame.h"
+#include "tap.h"
+
+static const struct frame_limits lim = { 1000, 3000 };
+
+static uint16_t check(struct frame_seq *seq, const uint8_t *h, size_t n)
+{
+    struct frame_info fi;
+    int r = frame_parse(h, n, &fi);
+    return r <= 0 ? (uint16_t)(r < 0 ? 1002 : 0) : frame_check(seq, &fi, &lim);
+}
+
+static void parse(void)
+{
+    struct frame_info fi;
+    const uint8_t small[] = { 0x81, 0x85, 1, 2, 3, 4 };
+    ok(frame_parse(small, 1, &fi) == 0, "one byte is not a header yet");
+    ok(frame_parse(small, 5, &fi) == 0, "a masked header needs its key");
+    ok(frame_parse(small, 6, &fi) == 6 && fi.fin && fi.opcode == 1 && fi.masked &&
+       fi.payload_len == 5 && fi.mask[3] == 4, "masked 7-bit header");
+    const uint8_t m16[] = { 0x82, 0xfe, 0x00, 0x7d, 0, 0, 0, 0 };
+    ok(frame_parse(m16, sizeof(m16), &fi) < 0, "16-bit length below 126 is not minimal");
+    const uint8_t ok16[] = { 0x82, 0xfe, 0x01, 0x00, 0, 0, 0, 0 };
+    ok(frame_parse(ok16, sizeof(ok16), &fi) == 8 && fi.payload_len == 256, "16-bit length");
+    const uint8_t m64[] = { 0x82, 0xff, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0, 0, 0, 0 };
+    ok(frame_parse(m64, sizeof(m64), &fi) < 0, "64-bit length below 65536 is not minimal");
+    const uint8_t top[] = { 0x82, 0xff, 0x80, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0 };
+    ok(frame_parse(top, sizeof(top), &fi) < 0, "64-bit length with the top bit set");
+}
+
+static void sequence(void)
+{
+    struct frame_seq seq = { 0 };
+    const uint8_t start[] = { 0x01, 0x80 | 10, 0, 0, 0, 0 };    /* text, FIN=0 */
+    const uint8_t cont[] = { 0x00, 0x80 | 10, 0, 0, 0, 0 };
+    const uint8_t last[] = { 0x80, 0x80 | 10, 0, 0, 0, 0 };
+    const uint8_t ping[] = { 0x89, 0x80, 0, 0, 0, 0 };
+    const uint8_t text[] = { 0x81, 0x80, 0, 0, 0, 0 };
+    ok(check(&seq, cont, 6) == 1002, "continuation without a message");
+    ok(check(&seq, start, 6) == 0 && seq.in_message, "first fragment");
+    ok(check(&seq, ping, 6) == 0, "ping between fragments");
+    ok(check(&seq, text, 6) == 1002, "new message inside a fragmented one");
+    ok(check(&seq, cont, 6) == 0 && seq.message_len == 20, "continuation adds up");
+    ok(check(&seq, last, 6) == 0 && !seq.in_message, "last fragment ends it");
+    const uint8_t unmasked[] = { 0x81, 0x00 };
+    const uint8_t rsv[] = { 0xc1, 0x80, 0, 0, 0, 0 };
+    const uint8_t opcode3[] = { 0x83, 0x80, 0, 0, 0, 0 };
+    const uint8_t bigping[] = { 0x89, 0x80 | 126, 0, 126, 0, 0, 0, 0 };
+    const uint8_t fragping[] = { 0x09, 0x80, 0, 0, 0, 0 };
+    ok(check(&seq, unmasked, 2) == 1002, "unmasked client frame");
+    ok(check(&seq, rsv, 6) == 1002, "RSV1 without an extension");
+    ok(check(&seq, opcode3, 6) == 1002, "reserved opcode");
+    ok(check(&seq, bigping, 8) == 1002, "control frame over 125 bytes");
+    ok(check(&seq, fragping, 6) == 1002, "fragmented control frame");
+}
+
+static void limits(void)
+{
+    struct frame_seq seq = { 0 };
+    const uint8_t frame1001[] = { 0x82, 0x80 | 126, 0x03, 0xe9, 0, 0, 0, 0 };
+    ok(check(&seq, frame1001, 8) == 1009, "frame over max_frame");
+    const uint8_t part[] = { 0x02, 0x80 | 126, 0x03, 0xe8, 0, 0, 0, 0 };   /* 1000 */
+    const uint8_t more[] = { 0x00, 0x80 | 126, 0x03, 0xe8, 0, 0, 0, 0 };
+    const uint8_t end[] = { 0x80, 0x80 | 126, 0x03, 0xe8, 0, 0, 0, 0 };
+    ok(check(&seq, part, 8) == 0 && check(&seq, more, 8) == 0 && check(&seq, end, 8) == 0,
+       "a message of exactly max_message in fragments");
+    struct frame_seq seq2 = { 0 };
+    const uint8_t one[] = { 0x00, 0x81, 0, 0, 0, 0 };
+    ok(check(&seq2, part, 8) == 0 && check(&seq2, more, 8) == 0 && check(&seq2, more, 8) == 0,
+       "fragments up to max_message");
+    ok(check(&seq2, one, 6) == 1009, "one byte more is 1009");
+}
+
+static void close_frames(void)
+{
+    struct frame_info fi = { .opcode = FRAME_CLOSE, .masked = 1 };
+    uint16_t code = 0;
+    uint8_t p[8] = { 0x03, 0xe8, 'b', 'y', 'e' };
+    fi.payload_len = 0;
+    ok(frame_close_check(&fi, p, &code) == 0 && code == 0, "empty close");
+    fi.payload_len = 1;
+    ok(frame_close_check(&fi, p, &code) == 1002, "one-byte close payload");
+    fi.payload_len = 5;
+    ok(frame_close_check(&fi, p, &code) == 0 && code == 1000, "1000 with a reason");
+    p[0] = 0x03, p[1] = 0xee; /* 1006 */
+    ok(frame_close_check(&fi, p, &code) == 1002, "1006 may not be sent");
+    p[0] = 0x0f, p[1] = 0xa0, p[2] = 0xc0; /* 4000, invalid UTF-8 */
+    ok(frame_close_check(&fi, p, &code) == 1007, "reason that is not UTF-8");
+    ok(frame_code_allowed(1012) && frame_code_allowed(3000) && !frame_code_allowed(1015) &&
+       !frame_code_allowed(5000) && !frame_code_allowed(999), "allowed close codes");
+}
+
+static void encoding(void)
+{
+    uint8_t out[FRAME_HEADER_MAX + 125];
+    struct frame_info fi;
+    ok(frame_header_encode(out, FRAME_TEXT, 125) == 2 && out[0] == 0x81 && out[1] == 125,
+       "7-bit header");
+    ok(frame_header_encode(out, FRAME_BINARY, 126) == 4 && out[1] == 126 && out[3] == 126,
+       "16-bit header");
+    size_t h = frame_header_encode(out, FRAME_BINARY, 1u << 20);
+    out[1] |= 0x80; /* parse it as a client frame would be (with a key) */
+    memset(out + h, 0, 4);
+    ok(h == 10 && frame_parse(out, h + 4, &fi) == 14 && fi.payload_len == 1u << 20,
+       "64-bit header parses back");
+    size_t n = frame_close_encode(out, 1012, "route removed by reload");
+    ok(n == 2 + 2 + 23 && out[0] == 0x88 && out[1] == 25 && out[2] == 0x03 && out[3] == 0xf4 &&
+       memcmp(out + 4, "route removed by reload", 23) == 0, "close frame with a reason");
+    char long_reason[200];
+    memset(long_reason, 'r', sizeof(long_reason) - 1);
+    long_reason[sizeof(long_reason) - 1] = '\0';
+    ok(frame_close_encode(out, 1001, long_reason) == 2 + 125 && out[1] == 125,
+       "reason cut to fit a control frame");
+    ok(frame_close_encode(out, 1000, NULL) == 4, "close without a reason");
+}
+
+int main(void)
+{
+    parse();
+    sequence();
+    limits();
+    close_frames();
+    encoding();
+    return tap_done();
+}
