@@ -8,7 +8,7 @@ SBINDIR    := $(PREFIX)/sbin
 UNITDIR    ?= $(PREFIX)/lib/systemd/system
 DOCDIR     := $(PREFIX)/share/doc/wsechod
 CC       ?= gcc
-CPPFLAGS += -D_GNU_SOURCE -DWSECHOD_VERSION='"$(VERSION)"' -Isrc -Imodules \
+CPPFLAGS += -D_GNU_SOURCE -DWSECHOD_VERSION='"$(VERSION)"' -Isrc -Imodules -Ibuild/gen \
             -DWSECHOD_CONF='"$(SYSCONFDIR)/wsechod/wsechod.yaml"'
 CFLAGS   ?= -O2 -g
 CFLAGS   += -std=c11 -Wall -Wextra -Wshadow -Werror -MMD -MP
@@ -17,6 +17,8 @@ SAN      := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer \
             -fno-sanitize-recover=undefined
 
 SRCS     := $(wildcard src/*.c) $(wildcard modules/*.c)
+# The module registry: every modules/NAME.c but modules.c defines NAME_module.
+MODULE_NAMES := $(filter-out modules,$(basename $(notdir $(wildcard modules/*.c))))
 OBJS     := $(SRCS:%.c=build/obj/%.o)
 SAN_OBJS := $(SRCS:%.c=build/asan/%.o)
 # C unit tests (t/unit/test_*.c, TAP): each links the server's sanitized
@@ -30,6 +32,16 @@ all: build/wsechod
 
 deps:
 	@scripts/install-deps
+
+# Rewritten only when the set of modules changes (FORCE: a removed file must
+# drop out too), so objects are not rebuilt for nothing.
+build/gen/modules.list.h: FORCE
+	@mkdir -p $(dir $@)
+	@printf '%s\n' $(foreach m,$(MODULE_NAMES),'MODULE($(m))') > $@.tmp
+	@cmp -s $@.tmp $@ && rm -f $@.tmp || mv $@.tmp $@
+build/obj/modules/modules.o build/asan/modules/modules.o build/fuzz/modules/modules.o: \
+  build/gen/modules.list.h
+FORCE:
 
 build/wsechod: $(OBJS)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
