@@ -30,9 +30,8 @@ enum conn_state { CONN_HTTP, CONN_WS, CONN_LINGER, CONN_DEAD };
 struct conn {
     struct ev_io io;
     struct list link;       /* env->all while alive, env->dead_q after */
-    struct list tlink;      /* env->timers[queue] */
+    struct ev_timer timer;  /* in env->queues[queue] */
     struct list rlink;      /* ready_q */
-    uint64_t deadline;
     char *out;              /* response bytes the socket did not take yet */
     uint32_t out_len, out_pos;
     union {
@@ -55,6 +54,7 @@ static struct conn_env *env;
 static struct pool conn_pool = POOL_INIT(struct conn);
 
 static void on_event(struct ev_loop *loop, struct ev_io *io, uint32_t events);
+static void on_timer(struct ev_loop *loop, struct ev_queue *q, struct ev_timer *t);
 
 void conn_env_init(struct conn_env *e, const struct config *cf, struct ev_loop *loop)
 {
@@ -64,23 +64,23 @@ void conn_env_init(struct conn_env *e, const struct config *cf, struct ev_loop *
     env->loop = loop;
     http_set_max_header_size(cf->max_header_size);
     list_init(&env->all);
-    for (int q = 0; q < CONN_Q_COUNT; q++)
-        list_init(&env->timers[q]);
+    for (int q = CONN_Q_HANDSHAKE; q < CONN_Q_COUNT; q++)
+        ev_queue_init(loop, &env->queues[q], on_timer);
     list_init(&env->ready_q);
     list_init(&env->dead_q);
 }
 
+/* Each queue is used with one timeout (the config's for its kind), so the
+ * loop's FIFO timer queues apply. */
 static void timer_set(struct conn *c, enum conn_queue q, uint64_t timeout_ms)
 {
-    list_remove(&c->tlink);
     c->queue = q;
-    c->deadline = env->loop->now + timeout_ms;
-    list_append(&env->timers[q], &c->tlink);
+    ev_timer_start(env->loop, &env->queues[q], &c->timer, timeout_ms);
 }
 
 static void timer_clear(struct conn *c)
 {
-    list_remove(&c->tlink);
+    ev_timer_stop(&c->timer);
     c->queue = CONN_Q_NONE;
 }
 
@@ -430,7 +430,7 @@ int conn_accept(struct conn_env *e, int fd, int reject_status)
     c->io.fd = fd;
     c->io.cb = on_event;
     c->reject = (uint16_t)reject_status;
-    list_init(&c->tlink);
+    ev_timer_init(&c->timer);
     list_init(&c->rlink);
     if (ev_add(e->loop, &c->io, EV_BASE) < 0) {
         close(fd);
@@ -475,34 +475,23 @@ static void expire(struct conn *c, enum conn_queue q)
     }
 }
 
+static void on_timer(struct ev_loop *loop, struct ev_queue *q, struct ev_timer *t)
+{
+    struct conn *c = list_entry(t, struct conn, timer);
+    enum conn_queue kind = (enum conn_queue)(q - env->queues);
+    (void)loop;
+    c->queue = CONN_Q_NONE; /* the loop took it off the queue */
+    expire(c, kind);
+}
+
 void conn_expire_timers(struct conn_env *e)
 {
-    for (int q = CONN_Q_HANDSHAKE; q < CONN_Q_COUNT; q++) {
-        struct list *head = &e->timers[q];
-        while (!list_empty(head)) {
-            struct conn *c = list_entry(head->next, struct conn, tlink);
-            if (c->deadline > e->loop->now)
-                break;
-            timer_clear(c); /* whatever expire does, it is off this queue */
-            expire(c, (enum conn_queue)q);
-        }
-    }
+    ev_expire(e->loop);
 }
 
 int conn_next_timeout(const struct conn_env *e)
 {
-    uint64_t d = UINT64_MAX;
-    if (!list_empty(&e->ready_q))
-        return 0;
-    for (int q = CONN_Q_HANDSHAKE; q < CONN_Q_COUNT; q++) {
-        const struct list *head = &e->timers[q];
-        if (!list_empty(head) && list_entry(head->next, struct conn, tlink)->deadline < d)
-            d = list_entry(head->next, struct conn, tlink)->deadline;
-    }
-    if (d == UINT64_MAX)
-        return -1;
-    uint64_t now = e->loop->now;
-    return d <= now ? 0 : d - now > 60000 ? 60000 : (int)(d - now);
+    return list_empty(&e->ready_q) ? ev_next_timeout(e->loop) : 0;
 }
 
 void conn_run_ready(struct conn_env *e)
@@ -649,7 +638,7 @@ static uint32_t silent_ms(const struct conn *c)
         span = cf->idle_timeout_ms;
     else
         return 0;
-    uint64_t heard = c->deadline > span ? c->deadline - span : 0;
+    uint64_t heard = c->timer.deadline > span ? c->timer.deadline - span : 0;
     return heard < now ? (uint32_t)(now - heard) : 0;
 }
 
@@ -658,13 +647,8 @@ static uint32_t silent_ms(const struct conn *c)
  * from the tail stays short. */
 static void timer_set_sorted(struct conn *c, enum conn_queue q, uint64_t timeout_ms)
 {
-    struct list *head = &env->timers[q], *at = head->prev;
-    list_remove(&c->tlink);
     c->queue = q;
-    c->deadline = env->loop->now + timeout_ms;
-    while (at != head && list_entry(at, struct conn, tlink)->deadline > c->deadline)
-        at = at->prev;
-    list_append(at->next, &c->tlink); /* appending before at->next = after at */
+    ev_timer_start_sorted(env->loop, &env->queues[q], &c->timer, timeout_ms);
 }
 
 /* The keepalive clocks carry on where the old worker left them, under the
@@ -763,8 +747,8 @@ void conn_handoff_retry(struct conn_env *e)
     e->handoff_full = 0;
     /* Keepalive queues first, in deadline order: the receiver's queues
      * then stay sorted cheaply. Then whatever has no timer. */
-    handoff_list(&e->timers[CONN_Q_PING], offsetof(struct conn, tlink));
-    handoff_list(&e->timers[CONN_Q_IDLE], offsetof(struct conn, tlink));
+    handoff_list(&e->queues[CONN_Q_PING].timers, offsetof(struct conn, timer.link));
+    handoff_list(&e->queues[CONN_Q_IDLE].timers, offsetof(struct conn, timer.link));
     handoff_list(&e->all, offsetof(struct conn, link));
 }
 
@@ -813,7 +797,7 @@ int conn_adopt(struct conn_env *e, const struct handoff_conn *hc)
         close(hc->fd);
         return -1;
     }
-    list_init(&c->tlink);
+    ev_timer_init(&c->timer);
     list_init(&c->rlink);
     list_append(&e->all, &c->link);
     e->nconns++;

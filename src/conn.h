@@ -10,9 +10,9 @@
 
 struct config;
 
-/* Timer queues. A connection waits in at most one. Each queue has one
- * fixed timeout, so appending keeps it in deadline order and expiry costs
- * O(1) per connection. */
+/* Timer queues (the loop's, ev.h). A connection waits in at most one. Each
+ * queue has one fixed timeout, so appending keeps it in deadline order and
+ * expiry costs O(1) per connection. */
 enum conn_queue {
     CONN_Q_NONE,
     CONN_Q_HANDSHAKE,   /* HTTP phase: handshake_timeout, then 408 */
@@ -28,7 +28,7 @@ struct conn_env {
     const struct config *cf;
     struct ev_loop *loop;
     struct list all;            /* every live connection */
-    struct list timers[CONN_Q_COUNT];
+    struct ev_queue queues[CONN_Q_COUNT]; /* [CONN_Q_NONE] is unused */
     struct list ready_q;        /* yielded with input left: run next iteration */
     struct list dead_q;         /* closed during this iteration: freed after it */
     unsigned nconns;

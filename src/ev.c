@@ -9,6 +9,7 @@ int ev_loop_init(struct ev_loop *loop, unsigned max_events)
 {
     loop->max_events = max_events;
     loop->nready = loop->next = 0;
+    list_init(&loop->queues);
     loop->now = ev_now_ms();
     loop->events = calloc(max_events, sizeof(*loop->events));
     loop->epfd = epoll_create1(EPOLL_CLOEXEC);
@@ -77,6 +78,77 @@ int ev_poll(struct ev_loop *loop, int timeout_ms)
     }
     loop->nready = loop->next = 0;
     return n;
+}
+
+void ev_queue_init(struct ev_loop *loop, struct ev_queue *q, ev_timer_cb *cb)
+{
+    list_init(&q->timers);
+    q->cb = cb;
+    list_append(&loop->queues, &q->link);
+}
+
+void ev_timer_init(struct ev_timer *t)
+{
+    list_init(&t->link);
+    t->deadline = 0;
+}
+
+void ev_timer_start(struct ev_loop *loop, struct ev_queue *q, struct ev_timer *t,
+                    uint64_t timeout_ms)
+{
+    list_remove(&t->link);
+    t->deadline = loop->now + timeout_ms;
+    list_append(&q->timers, &t->link);
+}
+
+void ev_timer_start_sorted(struct ev_loop *loop, struct ev_queue *q, struct ev_timer *t,
+                           uint64_t timeout_ms)
+{
+    struct list *head = &q->timers, *at = head->prev;
+    list_remove(&t->link);
+    t->deadline = loop->now + timeout_ms;
+    while (at != head && list_entry(at, struct ev_timer, link)->deadline > t->deadline)
+        at = at->prev;
+    list_append(at->next, &t->link); /* appending before at->next = after at */
+}
+
+void ev_timer_stop(struct ev_timer *t)
+{
+    list_remove(&t->link);
+}
+
+int ev_timer_active(const struct ev_timer *t)
+{
+    return list_linked(&t->link);
+}
+
+int ev_next_timeout(const struct ev_loop *loop)
+{
+    uint64_t d = UINT64_MAX;
+    for (const struct list *it = loop->queues.next; it != &loop->queues; it = it->next) {
+        const struct ev_queue *q = list_entry(it, struct ev_queue, link);
+        if (!list_empty(&q->timers)) {
+            uint64_t qd = list_entry(q->timers.next, struct ev_timer, link)->deadline;
+            d = qd < d ? qd : d;
+        }
+    }
+    if (d == UINT64_MAX)
+        return -1;
+    return d <= loop->now ? 0 : d - loop->now > 60000 ? 60000 : (int)(d - loop->now);
+}
+
+void ev_expire(struct ev_loop *loop)
+{
+    for (struct list *it = loop->queues.next; it != &loop->queues; it = it->next) {
+        struct ev_queue *q = list_entry(it, struct ev_queue, link);
+        while (!list_empty(&q->timers)) {
+            struct ev_timer *t = list_entry(q->timers.next, struct ev_timer, link);
+            if (t->deadline > loop->now)
+                break;
+            list_remove(&t->link); /* whatever the callback does, it is off this queue */
+            q->cb(loop, q, t);
+        }
+    }
 }
 
 uint64_t ev_now_ms(void)
