@@ -85,25 +85,6 @@ uint16_t frame_close_check(const struct frame_info *fi, const uint8_t *payload,
     return utf8_valid(buf + 2, n - 2) ? 0 : 1007;
 }
 
-size_t frame_header_encode(uint8_t *out, int opcode, uint64_t len)
-{
-    out[0] = (uint8_t)(0x80 | opcode);
-    if (len < 126) {
-        out[1] = (uint8_t)len;
-        return 2;
-    }
-    if (len < 65536) {
-        out[1] = 126;
-        out[2] = (uint8_t)(len >> 8);
-        out[3] = (uint8_t)len;
-        return 4;
-    }
-    out[1] = 127;
-    for (int i = 0; i < 8; i++)
-        out[2 + i] = (uint8_t)(len >> (56 - 8 * i));
-    return 10;
-}
-
 size_t frame_close_encode(uint8_t *out, uint16_t code, const char *reason)
 {
     size_t rlen = reason ? strlen(reason) : 0;

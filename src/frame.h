@@ -47,8 +47,26 @@ int frame_code_allowed(unsigned code);
 /* The longest header of an unmasked (server) frame. */
 #define FRAME_HEADER_MAX 10
 /* Writes the header of an unmasked, final frame carrying len bytes into
- * out (FRAME_HEADER_MAX bytes of room) and returns its length. */
-size_t frame_header_encode(uint8_t *out, int opcode, uint64_t len);
+ * out (FRAME_HEADER_MAX bytes of room) and returns its length. Inline: it
+ * is on the fast path of every echo. */
+static inline size_t frame_header_encode(uint8_t *out, int opcode, uint64_t len)
+{
+    out[0] = (uint8_t)(0x80 | opcode);
+    if (len < 126) {
+        out[1] = (uint8_t)len;
+        return 2;
+    }
+    if (len < 65536) {
+        out[1] = 126;
+        out[2] = (uint8_t)(len >> 8);
+        out[3] = (uint8_t)len;
+        return 4;
+    }
+    out[1] = 127;
+    for (int i = 0; i < 8; i++)
+        out[2 + i] = (uint8_t)(len >> (56 - 8 * i));
+    return 10;
+}
 /* Writes a whole close frame with code and reason (cut to 123 bytes) into
  * out (FRAME_HEADER_MAX + 125 bytes of room) and returns its length. */
 size_t frame_close_encode(uint8_t *out, uint16_t code, const char *reason);
