@@ -23,6 +23,8 @@
 #define HTTP_IN_START 1024
 /* A lingering peer may send this much before we stop being polite. */
 #define LINGER_MAX_BYTES (1u << 20)
+/* How soon a handoff that found every inbox full tries again. */
+#define HANDOFF_RETRY_MS 5
 
 enum conn_state { CONN_HTTP, CONN_WS, CONN_LINGER, CONN_DEAD };
 
@@ -55,6 +57,7 @@ static struct pool conn_pool = POOL_INIT(struct conn);
 
 static void on_event(struct ev_loop *loop, struct ev_io *io, uint32_t events);
 static void on_timer(struct ev_loop *loop, struct ev_queue *q, struct ev_timer *t);
+static void on_handoff_timer(struct ev_loop *loop, struct ev_queue *q, struct ev_timer *t);
 
 void conn_env_init(struct conn_env *e, const struct config *cf, struct ev_loop *loop)
 {
@@ -66,6 +69,8 @@ void conn_env_init(struct conn_env *e, const struct config *cf, struct ev_loop *
     list_init(&env->all);
     for (int q = CONN_Q_HANDSHAKE; q < CONN_Q_COUNT; q++)
         ev_queue_init(loop, &env->queues[q], on_timer);
+    ev_queue_init(loop, &env->handoff_q, on_handoff_timer);
+    ev_timer_init(&env->handoff_t);
     list_init(&env->ready_q);
     list_init(&env->dead_q);
 }
@@ -484,11 +489,6 @@ static void on_timer(struct ev_loop *loop, struct ev_queue *q, struct ev_timer *
     expire(c, kind);
 }
 
-void conn_expire_timers(struct conn_env *e)
-{
-    ev_expire(e->loop);
-}
-
 int conn_next_timeout(const struct conn_env *e)
 {
     return list_empty(&e->ready_q) ? ev_next_timeout(e->loop) : 0;
@@ -728,8 +728,10 @@ static void handoff_one(struct conn *c)
     int rc = handoff_send_any(&hc);
     if (rc == 0)
         conn_release(c);
-    else if (rc > 0)
+    else if (rc > 0 && !env->handoff_full) {
         env->handoff_full = 1;
+        ev_timer_start(env->loop, &env->handoff_q, &env->handoff_t, HANDOFF_RETRY_MS);
+    }
 }
 
 static void handoff_list(struct list *head, size_t link_offset)
@@ -742,7 +744,8 @@ static void handoff_list(struct list *head, size_t link_offset)
     }
 }
 
-void conn_handoff_retry(struct conn_env *e)
+/* Tries again the connections that found every inbox full. */
+static void conn_handoff_retry(struct conn_env *e)
 {
     e->handoff_full = 0;
     /* Keepalive queues first, in deadline order: the receiver's queues
@@ -750,6 +753,14 @@ void conn_handoff_retry(struct conn_env *e)
     handoff_list(&e->queues[CONN_Q_PING].timers, offsetof(struct conn, timer.link));
     handoff_list(&e->queues[CONN_Q_IDLE].timers, offsetof(struct conn, timer.link));
     handoff_list(&e->all, offsetof(struct conn, link));
+}
+
+static void on_handoff_timer(struct ev_loop *loop, struct ev_queue *q, struct ev_timer *t)
+{
+    (void)loop;
+    (void)q;
+    (void)t;
+    conn_handoff_retry(env);
 }
 
 void conn_handoff_begin(struct conn_env *e, int *targets, unsigned n)

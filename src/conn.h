@@ -37,7 +37,9 @@ struct conn_env {
     int *targets;
     unsigned ntargets, next_target;
     unsigned handing_off : 1;   /* hand every WebSocket over at a clean point */
-    unsigned handoff_full : 1;  /* every inbox was full: try again later */
+    unsigned handoff_full : 1;  /* every inbox was full: handoff_t tries again */
+    struct ev_queue handoff_q;
+    struct ev_timer handoff_t;
     unsigned long handed, adopted;
 };
 
@@ -46,9 +48,9 @@ void conn_env_init(struct conn_env *env, const struct config *cf, struct ev_loop
 /* Takes ownership of the accepted socket fd. A non-zero reject status
  * (503) answers the handshake with that status instead of upgrading. */
 int  conn_accept(struct conn_env *env, int fd, int reject_status);
-/* Deadlines: every connection in the timer queues whose time has come. */
-void conn_expire_timers(struct conn_env *env);
-/* Milliseconds until the next connection deadline, or -1 if none. */
+/* How long the loop may wait: 0 when connections yielded with input left,
+ * else until the loop's next deadline (-1: none). The deadlines themselves
+ * run from ev_expire. */
 int  conn_next_timeout(const struct conn_env *env);
 /* Runs the connections that yielded last iteration. */
 void conn_run_ready(struct conn_env *env);
@@ -69,10 +71,9 @@ void conn_destroy_all(struct conn_env *env);
 struct handoff_conn;
 /* From now on, hands every open WebSocket to one of targets (inbox write
  * ends, which env takes over, replacing earlier ones) as soon as it is at a
- * clean point. */
+ * clean point; when every inbox is full, a timer of env's own tries again a
+ * few milliseconds later. */
 void conn_handoff_begin(struct conn_env *env, int *targets, unsigned n);
-/* Tries again the connections that found every inbox full. */
-void conn_handoff_retry(struct conn_env *env);
 /* Serves a connection handed over by another worker; hc->fd becomes ours. */
 int  conn_adopt(struct conn_env *env, const struct handoff_conn *hc);
 

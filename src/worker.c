@@ -30,8 +30,6 @@
 /* Granularity of the staggered closes. */
 #define SPREAD_TICK_MS 10
 #define EVENTS_PER_WAIT 512
-/* How soon a handoff that found every inbox full tries again. */
-#define HANDOFF_RETRY_MS 5
 
 struct listener_io {
     struct ev_io io;
@@ -53,9 +51,16 @@ static struct {
     uint64_t spread_start;      /* first staggered close */
     uint64_t drain_deadline;    /* last close: shutdown_timeout after the start */
     unsigned spread_total, spread_done;
-    uint64_t accept_retry_at;   /* 0: accepting normally */
     uint64_t emfile_logged_at;
+    /* The worker's own deadlines, in one queue of the loop (few timers
+     * with different timeouts: started sorted). */
+    struct ev_queue timers;
+    struct ev_timer accept_t;   /* running: accepts rest after EMFILE */
+    struct ev_timer drain_t;    /* the next step of a drain: a close, retiring */
 } W;
+
+static void drain_arm(void);
+static void on_timer(struct ev_loop *loop, struct ev_queue *q, struct ev_timer *t);
 
 static void set_nodelay(int fd)
 {
@@ -68,7 +73,7 @@ static int accept_error(int err)
 {
     if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM) {
         /* Out of descriptors: retrying at once would spin the loop. */
-        W.accept_retry_at = W.loop.now + ACCEPT_RETRY_MS;
+        ev_timer_start_sorted(&W.loop, &W.timers, &W.accept_t, ACCEPT_RETRY_MS);
         if (W.loop.now - W.emfile_logged_at >= 1000 || W.emfile_logged_at == 0) {
             log_warn("accept: %s; pausing accepts for %d ms", strerror(err), ACCEPT_RETRY_MS);
             W.emfile_logged_at = W.loop.now;
@@ -109,7 +114,7 @@ static void on_listener(struct ev_loop *loop, struct ev_io *io, uint32_t events)
 {
     (void)loop;
     (void)events;
-    if (W.accept_retry_at == 0)
+    if (!ev_timer_active(&W.accept_t))
         accept_all(io->fd);
 }
 
@@ -136,6 +141,7 @@ static void drain_start(uint16_t code, int retire, const char *why)
             /* Our retired socket serves a new worker again: leave it to it. */
             W.retire_at = 0;
             close_listeners(0);
+            drain_arm();
         }
         return;
     }
@@ -148,6 +154,7 @@ static void drain_start(uint16_t code, int retire, const char *why)
                                    ? cf->shutdown_timeout_ms : RETIRE_GRACE_MS);
     else
         close_listeners(0);
+    drain_arm();
     proctitle_set("wsechod: worker process #%u gen %u draining", W.a->slot, W.a->generation);
     log_info("worker #%u gen %u draining (%s): %u connections, up to %llu ms",
              W.a->slot, W.a->generation, why, W.env.nconns,
@@ -156,8 +163,10 @@ static void drain_start(uint16_t code, int retire, const char *why)
 
 static void hurry(void)
 {
-    if (W.draining && !W.closing_sent)
+    if (W.draining && !W.closing_sent) {
         W.spread_start = W.drain_deadline = W.loop.now;
+        drain_arm();
+    }
 }
 
 static void add_target(int fd)
@@ -258,6 +267,9 @@ static int setup(const struct worker_args *a)
     if (ev_loop_init(&W.loop, EVENTS_PER_WAIT) < 0)
         return -1;
     conn_env_init(&W.env, a->cf, &W.loop);
+    ev_queue_init(&W.loop, &W.timers, on_timer);
+    ev_timer_init(&W.accept_t);
+    ev_timer_init(&W.drain_t);
     W.ls = calloc(a->nlisten, sizeof(*W.ls));
     if (W.ls == NULL)
         return -1;
@@ -285,22 +297,6 @@ static uint64_t next_drain_event(void)
         d = (d == 0 || t < d) ? t : d;
     }
     return d;
-}
-
-static int next_timeout(void)
-{
-    int t = conn_next_timeout(&W.env);
-    uint64_t d = next_drain_event();
-    if (W.accept_retry_at && (d == 0 || W.accept_retry_at < d))
-        d = W.accept_retry_at;
-    if (W.env.handoff_full && (d == 0 || W.loop.now + HANDOFF_RETRY_MS < d))
-        d = W.loop.now + HANDOFF_RETRY_MS;
-    if (d != 0) {
-        int td = d <= W.loop.now ? 0 : (int)(d - W.loop.now);
-        if (t < 0 || td < t)
-            t = td;
-    }
-    return t;
 }
 
 /* Closes are spread evenly over [spread_start, drain_deadline] so that
@@ -333,17 +329,30 @@ static void drain_step(void)
     }
 }
 
-static void run_worker_timers(void)
+/* The drain timer runs drain_step at its next event, then waits for the
+ * one after (none once every close is sent and nothing is retiring). */
+static void drain_arm(void)
 {
-    if (W.accept_retry_at && W.accept_retry_at <= W.loop.now) {
-        W.accept_retry_at = 0;
+    uint64_t d = next_drain_event();
+    if (d == 0)
+        ev_timer_stop(&W.drain_t);
+    else
+        ev_timer_start_sorted(&W.loop, &W.timers, &W.drain_t,
+                              d > W.loop.now ? d - W.loop.now : 0);
+}
+
+static void on_timer(struct ev_loop *loop, struct ev_queue *q, struct ev_timer *t)
+{
+    (void)loop;
+    (void)q;
+    if (t == &W.accept_t) {
         for (size_t i = 0; i < W.a->nlisten; i++)
             if (W.ls[i].io.fd >= 0)
                 accept_all(W.ls[i].io.fd);
+    } else {
+        drain_step();
+        drain_arm();
     }
-    if (W.env.handoff_full)
-        conn_handoff_retry(&W.env);
-    drain_step();
 }
 
 /* Limits and identity, while still root: before anything is allocated. */
@@ -391,13 +400,12 @@ void worker_main(const struct worker_args *a)
     /* A draining worker also waits for its inbox to close: a connection
      * may still be on its way to it from an older worker. */
     while (!W.draining || W.env.nconns > 0 || W.retire_at || W.inbox.fd >= 0) {
-        if (ev_poll(&W.loop, next_timeout()) < 0) {
+        if (ev_poll(&W.loop, conn_next_timeout(&W.env)) < 0) {
             log_error("epoll_wait: %s", strerror(errno));
             break;
         }
         conn_run_ready(&W.env);
-        conn_expire_timers(&W.env);
-        run_worker_timers();
+        ev_expire(&W.loop);
         conn_shed(&W.env);
         conn_reap(&W.env);
         mem_release();
