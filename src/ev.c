@@ -8,7 +8,6 @@
 int ev_loop_init(struct ev_loop *loop, unsigned max_events)
 {
     loop->max_events = max_events;
-    loop->nready = loop->next = 0;
     list_init(&loop->queues);
     loop->now = ev_now_ms();
     loop->events = calloc(max_events, sizeof(*loop->events));
@@ -53,12 +52,7 @@ void ev_del(struct ev_loop *loop, struct ev_io *io)
     /* Closing the fd would deregister it too, but not while a forked
      * process still shares the open file: be explicit. */
     epoll_ctl(loop->epfd, EPOLL_CTL_DEL, io->fd, NULL);
-    io->events = 0;
-    /* An event for it may still wait in the batch being run: it would
-     * reach a callback after the caller closed (or freed) what it was for. */
-    for (int i = loop->next; i < loop->nready; i++)
-        if (loop->events[i].data.ptr == io)
-            loop->events[i].data.ptr = NULL;
+    io->events = 0; /* ev_poll skips what is left of it in this batch */
 }
 
 int ev_poll(struct ev_loop *loop, int timeout_ms)
@@ -69,14 +63,13 @@ int ev_poll(struct ev_loop *loop, int timeout_ms)
     loop->now = ev_now_ms();
     if (n < 0)
         return errno == EINTR ? 0 : -1;
-    loop->nready = n;
-    for (loop->next = 0; loop->next < n;) {
-        struct epoll_event *e = &loop->events[loop->next++];
-        struct ev_io *io = e->data.ptr;
-        if (io != NULL)
-            io->cb(loop, io, e->events);
+    for (int i = 0; i < n; i++) {
+        struct ev_io *io = loop->events[i].data.ptr;
+        /* Deleted by an earlier callback of this batch: the caller may
+         * have closed what it was for (its object is still valid). */
+        if (io->events != 0)
+            io->cb(loop, io, loop->events[i].events);
     }
-    loop->nready = loop->next = 0;
     return n;
 }
 

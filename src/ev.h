@@ -31,7 +31,6 @@ struct ev_loop {
     int epfd;
     unsigned max_events;
     struct epoll_event *events;
-    int nready, next;       /* the batch being run: events[next..nready) are to come */
     struct list queues;     /* every ev_queue, in the order they expire */
 };
 
@@ -55,7 +54,9 @@ void ev_loop_free(struct ev_loop *loop);
 int  ev_add(struct ev_loop *loop, struct ev_io *io, uint32_t events);
 /* No system call when the interest is unchanged. */
 int  ev_mod(struct ev_loop *loop, struct ev_io *io, uint32_t events);
-/* Events for io still to come in the batch being run are dropped. */
+/* Events for io still to come in the batch being run are dropped, so io
+ * must stay allocated until that batch is over (connections are freed
+ * after it; listeners live as long as the loop). */
 void ev_del(struct ev_loop *loop, struct ev_io *io);
 /* Waits up to timeout_ms (-1: forever), updates loop->now, and runs the
  * callbacks of ready descriptors. Returns how many were ready, 0 on
