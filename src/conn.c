@@ -139,6 +139,37 @@ static void out_free(struct conn *c)
     c->out_len = c->out_pos = 0;
 }
 
+/* A connection registered with the loop and in env's list, in the HTTP
+ * phase with nothing allocated yet. NULL on failure; fd stays the caller's. */
+static struct conn *conn_new(struct conn_env *e, int fd)
+{
+    struct conn *c = pool_alloc(&conn_pool);
+    if (c == NULL)
+        return NULL;
+    c->io.fd = fd;
+    c->io.cb = on_event;
+    ev_timer_init(&c->timer);
+    list_init(&c->rlink);
+    if (ev_add(e->loop, &c->io, EV_BASE) < 0) {
+        pool_free(&conn_pool, c);
+        return NULL;
+    }
+    list_append(&e->all, &c->link);
+    e->nconns++;
+    return c;
+}
+
+/* Out of every list and timer; freed after this iteration (conn_reap). */
+static void conn_unlink(struct conn *c)
+{
+    c->state = CONN_DEAD;
+    timer_clear(c);
+    list_remove(&c->rlink);
+    list_remove(&c->link);
+    list_append(&env->dead_q, &c->link);
+    env->nconns--;
+}
+
 static void conn_close(struct conn *c)
 {
     if (c->state == CONN_DEAD)
@@ -149,12 +180,7 @@ static void conn_close(struct conn *c)
         ws_free(c->ws);
     close(c->io.fd);
     out_free(c);
-    c->state = CONN_DEAD;
-    timer_clear(c);
-    list_remove(&c->rlink);
-    list_remove(&c->link);
-    list_append(&env->dead_q, &c->link);
-    env->nconns--;
+    conn_unlink(c);
 }
 
 static void want_write(struct conn *c, int on)
@@ -427,23 +453,12 @@ static void on_event(struct ev_loop *loop, struct ev_io *io, uint32_t events)
 
 int conn_accept(struct conn_env *e, int fd, int reject_status)
 {
-    struct conn *c = pool_alloc(&conn_pool);
+    struct conn *c = conn_new(e, fd);
     if (c == NULL) {
         close(fd);
         return -1;
     }
-    c->io.fd = fd;
-    c->io.cb = on_event;
     c->reject = (uint16_t)reject_status;
-    ev_timer_init(&c->timer);
-    list_init(&c->rlink);
-    if (ev_add(e->loop, &c->io, EV_BASE) < 0) {
-        close(fd);
-        pool_free(&conn_pool, c);
-        return -1;
-    }
-    list_append(&e->all, &c->link);
-    e->nconns++;
     timer_set(c, CONN_Q_HANDSHAKE, e->cf->handshake_timeout_ms);
     return 0;
 }
@@ -675,12 +690,7 @@ static void conn_release(struct conn *c)
     ws_detach(c->ws);
     c->ws = NULL;
     close(c->io.fd);
-    c->state = CONN_DEAD;
-    timer_clear(c);
-    list_remove(&c->rlink);
-    list_remove(&c->link);
-    list_append(&env->dead_q, &c->link);
-    env->nconns--;
+    conn_unlink(c);
     env->handed++;
 }
 
@@ -793,25 +803,14 @@ static void route_gone(struct conn *c, const struct handoff_conn *hc)
 int conn_adopt(struct conn_env *e, const struct handoff_conn *hc)
 {
     const struct config_route *r = config_route_find(e->cf, hc->path, hc->path_len);
-    struct conn *c = pool_alloc(&conn_pool);
     char *pending = hc->pending_len ? malloc(hc->pending_len) : NULL;
-    int ok = c != NULL && (hc->pending_len == 0 || pending != NULL);
-    if (ok) {
-        c->io.fd = hc->fd;
-        c->io.cb = on_event;
-        ok = ev_add(e->loop, &c->io, EV_BASE) == 0;
-    }
-    if (!ok) {
+    struct conn *c = hc->pending_len == 0 || pending != NULL ? conn_new(e, hc->fd) : NULL;
+    if (c == NULL) {
         log_error("cannot take over a connection: %s", strerror(errno));
-        pool_free(&conn_pool, c);
         free(pending);
         close(hc->fd);
         return -1;
     }
-    ev_timer_init(&c->timer);
-    list_init(&c->rlink);
-    list_append(&e->all, &c->link);
-    e->nconns++;
     e->adopted++;
     if (r == NULL) {
         free(pending);
