@@ -121,7 +121,7 @@ static size_t held_now(const struct ws_conn *w)
     if (b != NULL) {
         n += sizeof(*b) + MEM_BLOCK_OVERHEAD + WS_WSLAY_CTX_BYTES;
         n += b->msg ? b->msg_cap + MEM_BLOCK_OVERHEAD : 0;
-        n += b->close_reason ? 128 : 0;
+        n += b->close_reason ? strlen(b->close_reason) + 1 + MEM_BLOCK_OVERHEAD : 0;
     }
     return n;
 }
