@@ -97,9 +97,9 @@ uninstall:
 # build/wsbench is the load generator, scripts/bench runs the comparison.
 bench: build/wsbench
 
-build/wsbench: scripts/wsbench.c
+build/wsbench: $(wildcard scripts/wsbench/*.c) $(wildcard scripts/wsbench/*.h)
 	@mkdir -p build
-	$(CC) $(filter-out -MMD -MP,$(CFLAGS)) -pthread $(LDFLAGS) -o $@ $< -lcrypto
+	$(CC) $(filter-out -MMD -MP,$(CFLAGS)) -pthread $(LDFLAGS) -o $@ $(filter %.c,$^) -lcrypto
 
 # libFuzzer harnesses (t/fuzz/): clang with the server's own objects, not
 # needed by `make test`. `make fuzz` installs clang if missing, builds both

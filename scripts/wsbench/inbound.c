@@ -1,0 +1,230 @@
+#define _GNU_SOURCE
+#include "inbound.h"
+
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "conn.h"
+#include "options.h"
+#include "payload.h"
+#include "thread.h"
+#include "util.h"
+
+static void mismatch(struct conn *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void mismatch(struct conn *c, const char *fmt, ...)
+{
+    char buf[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    c->t->st[ST_E_MISMATCH]++;
+    elog(ST_E_MISMATCH, "conn %u seq %" PRIu64 ": mismatch: %s", c->id, c->recv_seq, buf);
+    conn_kill(c);
+}
+
+static void proto_error(struct conn *c, const char *why)
+{
+    c->t->st[ST_E_PROTO]++;
+    elog(ST_E_PROTO, "conn %u: protocol error from server: %s", c->id, why);
+    conn_kill(c);
+}
+
+static int verify(struct conn *c, const uint8_t *d, size_t k, uint64_t off)
+{
+    struct payload_diff df;
+    if (payload_verify(d, k, off, c->id, c->recv_seq, c->t->pat, &df) == 0)
+        return 0;
+    mismatch(c, "byte %" PRIu64 ": got 0x%02x, sent 0x%02x", df.off, df.got, df.sent);
+    return -1;
+}
+
+/* Echoes come back in order, so the oldest send timestamp is this one's. */
+static void message_done(struct conn *c, uint64_t now)
+{
+    struct thr *t = c->t;
+    if (c->msg_off != O.size) {
+        mismatch(c, "message of %" PRIu64 " bytes, sent %zu", c->msg_off, O.size);
+        return;
+    }
+    if (c->inflight == 0) {
+        mismatch(c, "unsolicited message");
+        return;
+    }
+    uint64_t lat = now - c->ts[c->recv_seq % (uint64_t)O.inflight];
+    c->recv_seq++;
+    c->inflight--;
+    t->st[ST_INFLIGHT]--;
+    t->st[ST_MSGS]++;
+    if (c->poke) {
+        c->poke = 0;
+        t->st[ST_POKE_OK]++;
+    }
+    if (in_window(now)) {
+        t->st[ST_MSGS_WIN]++;
+        t->st[ST_BYTES_WIN] += O.size;
+        t->hist[hist_index(lat)]++;
+        t->hist_n++;
+    }
+    c->msg_op = 0;
+}
+
+static void close_frame(struct conn *c)
+{
+    struct thr *t = c->t;
+    int code = c->ctrl_len >= 2 ? (c->ctrl[0] << 8 | c->ctrl[1]) : 1005;
+    if (c->state == C_CLOSING) {
+        t->st[ST_CLOSE_OK]++;
+    } else {
+        t->st[ST_E_CLOSE]++;
+        elog(ST_E_CLOSE, "conn %u: server sent close %d '%.*s' (inflight %u)", c->id, code,
+             c->ctrl_len > 2 ? c->ctrl_len - 2 : 0, (const char *)c->ctrl + 2, c->inflight);
+    }
+    conn_kill(c);
+}
+
+static int frame_done(struct conn *c, uint64_t now)
+{
+    c->in_payload = 0;
+    c->fh_have = 0;
+    c->fh_need = 2;
+    switch (c->f_op) {
+    case 0: case 1: case 2:
+        if (c->f_fin)
+            message_done(c, now);
+        break;
+    case 9: /* ping */
+        send_ctrl(c, 10, c->ctrl, c->ctrl_len);
+        break;
+    case 10:
+        break;
+    case 8:
+        close_frame(c);
+        break;
+    }
+    c->ctrl_len = 0;
+    return c->state == C_DEAD ? -1 : 0;
+}
+
+/* Copies header bytes; once the first two are in, the full header length
+ * is known. Returns the bytes of p taken. */
+static size_t take_header(struct conn *c, const uint8_t *p, size_t n)
+{
+    size_t k = c->fh_need - c->fh_have;
+    if (k > n)
+        k = n;
+    memcpy(c->fh + c->fh_have, p, k);
+    c->fh_have += (uint8_t)k;
+    if (c->fh_have == 2) {
+        unsigned l7 = c->fh[1] & 0x7f;
+        c->fh_need = (uint8_t)(2 + (l7 == 126 ? 2 : l7 == 127 ? 8 : 0) + (c->fh[1] & 0x80 ? 4 : 0));
+    }
+    return k;
+}
+
+static uint64_t header_payload_len(const uint8_t *fh)
+{
+    unsigned l7 = fh[1] & 0x7f;
+    uint64_t len = l7;
+    if (l7 == 126) {
+        len = (uint64_t)fh[2] << 8 | fh[3];
+    } else if (l7 == 127) {
+        len = 0;
+        for (int i = 0; i < 8; i++)
+            len = len << 8 | fh[2 + i];
+    }
+    return len;
+}
+
+/* RFC 6455 5.4/5.5 rules, plus: data must have the opcode we sent. */
+static int check_opcode(struct conn *c)
+{
+    int expect_op = O.text ? 1 : 2;
+    if (c->f_op >= 8) {
+        if (!c->f_fin || c->f_len > 125 || (c->f_op != 8 && c->f_op != 9 && c->f_op != 10)) {
+            proto_error(c, "bad control frame");
+            return -1;
+        }
+    } else if (c->f_op == 0) {
+        if (!c->msg_op) { proto_error(c, "continuation without a message"); return -1; }
+    } else if (c->f_op == 1 || c->f_op == 2) {
+        if (c->msg_op) { proto_error(c, "new message inside a fragmented one"); return -1; }
+        if (c->f_op != expect_op) {
+            mismatch(c, "opcode %d, sent %d", c->f_op, expect_op);
+            return -1;
+        }
+        c->msg_op = c->f_op;
+        c->msg_off = 0;
+    } else {
+        proto_error(c, "reserved opcode");
+        return -1;
+    }
+    return 0;
+}
+
+static int start_frame(struct conn *c, uint64_t now)
+{
+    uint8_t b0 = c->fh[0], b1 = c->fh[1];
+    if (b1 & 0x80) { proto_error(c, "masked frame"); return -1; }
+    if (b0 & 0x70) { proto_error(c, "RSV bits set"); return -1; }
+    c->f_fin = b0 >> 7;
+    c->f_op = b0 & 15;
+    c->f_len = header_payload_len(c->fh);
+    c->f_off = 0;
+    if (check_opcode(c) < 0)
+        return -1;
+    /* Checked on the header, before buffering: a server gone wrong must not
+     * make us read gigabytes to find out. */
+    if (c->f_op < 8 && c->msg_off + c->f_len > O.size) {
+        mismatch(c, "message longer than %zu bytes", O.size);
+        return -1;
+    }
+    c->in_payload = 1;
+    if (c->f_len == 0 && frame_done(c, now) < 0)
+        return -1;
+    return 0;
+}
+
+/* Data is verified as it streams in and never stored: a message may be
+ * up to 64 MiB and many are in flight. */
+static int take_payload(struct conn *c, const uint8_t *p, size_t k)
+{
+    if (c->f_op < 8) {
+        if (verify(c, p, k, c->msg_off) < 0)
+            return -1;
+        c->msg_off += k;
+    } else {
+        memcpy(c->ctrl + c->ctrl_len, p, k);
+        c->ctrl_len += (uint8_t)k;
+    }
+    c->f_off += k;
+    return 0;
+}
+
+int ws_consume(struct conn *c, const uint8_t *p, size_t n, uint64_t now)
+{
+    while (n > 0) {
+        if (!c->in_payload) {
+            size_t k = take_header(c, p, n);
+            p += k;
+            n -= k;
+            if (c->fh_have < c->fh_need)
+                continue;
+            if (start_frame(c, now) < 0)
+                return -1;
+            continue;
+        }
+        uint64_t rem = c->f_len - c->f_off;
+        size_t k = rem < n ? (size_t)rem : n;
+        if (take_payload(c, p, k) < 0)
+            return -1;
+        p += k;
+        n -= k;
+        if (c->f_off == c->f_len && frame_done(c, now) < 0)
+            return -1;
+    }
+    return 0;
+}
