@@ -2,6 +2,8 @@
 
 #include <string.h>
 
+#include "log.h"
+
 /* build/gen/modules.list.h has one MODULE(name) line for every
  * modules/NAME.c but this file (the Makefile writes it), so adding a
  * module is adding a file that defines `const struct module NAME_module`. */
@@ -38,4 +40,29 @@ const char *modules_names(void)
             strcat(names, all_modules[i]->name);
         }
     return names;
+}
+
+/* How many modules' init ran: exit undoes exactly those. */
+static size_t started;
+
+int modules_init(void)
+{
+    for (; started < NMODULES; started++) {
+        const struct module *m = all_modules[started];
+        if (m->init != NULL && m->init() != 0) {
+            log_error("module %s: per-worker init failed", m->name);
+            modules_exit();
+            return -1;
+        }
+    }
+    return 0;
+}
+
+void modules_exit(void)
+{
+    while (started > 0) {
+        const struct module *m = all_modules[--started];
+        if (m->exit != NULL)
+            m->exit();
+    }
 }

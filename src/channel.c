@@ -1,9 +1,12 @@
 #include "channel.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
+
+#include "log.h"
 
 int channel_pair(int sv[2])
 {
@@ -51,4 +54,11 @@ int channel_recv(int fd, char *cmd, int *got_fd)
         if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS)
             memcpy(got_fd, CMSG_DATA(c), sizeof(int));
     return 1;
+}
+
+void channel_watch(int fd, pid_t owner)
+{
+    if (fcntl(fd, F_SETOWN, owner) < 0 ||
+        fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_ASYNC | O_NONBLOCK) < 0)
+        log_warn("channel: cannot enable SIGIO: %s", strerror(errno));
 }

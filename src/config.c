@@ -13,96 +13,10 @@
 #include <unistd.h>
 #include <yaml.h>
 
+#include "module.h"
 #include "modules.h"
 
-struct parse {
-    const char *file;
-    yaml_document_t doc;
-    char *err;
-    yaml_node_t *group_set;  /* the group key, if given */
-    yaml_node_t *spread;     /* the drain_spread value, if given */
-};
-
-struct key;
-typedef int (*key_fn)(struct parse *p, yaml_node_t *v, struct config *cf,
-                      const struct key *k);
-
-struct key {
-    const char *name;
-    key_fn fn;
-    size_t off;
-    uint64_t min, max;
-};
-
-#define FIELD(cf, k, type) ((type *)(void *)((char *)(cf) + (k)->off))
-
-static int fail(struct parse *p, const yaml_node_t *n, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static int fail(struct parse *p, const yaml_node_t *n, const char *fmt, ...)
-{
-    int k = snprintf(p->err, CONFIG_ERR_MAX, "%s:%zu:%zu: ", p->file,
-                     n->start_mark.line + 1, n->start_mark.column + 1);
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(p->err + k, CONFIG_ERR_MAX - (size_t)k, fmt, ap);
-    va_end(ap);
-    return -1;
-}
-
-static const char *scalar(struct parse *p, yaml_node_t *n, const char *key)
-{
-    if (n->type != YAML_SCALAR_NODE) {
-        fail(p, n, "%s: expected a single value, not a %s", key,
-             n->type == YAML_MAPPING_NODE ? "mapping" : "list");
-        return NULL;
-    }
-    return (const char *)n->data.scalar.value;
-}
-
-/* Digits, then an optional unit suffix left in *unit. */
-static int parse_number(const char *s, uint64_t *out, const char **unit)
-{
-    if (*s < '0' || *s > '9')
-        return -1;
-    uint64_t v = 0;
-    for (; *s >= '0' && *s <= '9'; s++) {
-        if (v > (UINT64_MAX - 9) / 10)
-            return -1;
-        v = v * 10 + (uint64_t)(*s - '0');
-    }
-    *out = v;
-    *unit = s;
-    return 0;
-}
-
-static int check_range(struct parse *p, yaml_node_t *n, const struct key *k,
-                       uint64_t v, const char *text)
-{
-    if (v < k->min || v > k->max)
-        return fail(p, n, "%s: %s is out of range (%llu..%llu)", k->name, text,
-                    (unsigned long long)k->min, (unsigned long long)k->max);
-    return 0;
-}
-
-static int get_uint(struct parse *p, yaml_node_t *n, const struct key *k, uint64_t *v)
-{
-    const char *s = scalar(p, n, k->name), *unit;
-    if (s == NULL)
-        return -1;
-    if (parse_number(s, v, &unit) < 0 || *unit != '\0')
-        return fail(p, n, "%s: expected an integer, got '%s'", k->name, s);
-    return check_range(p, n, k, *v, s);
-}
-
-static int parse_uint(struct parse *p, yaml_node_t *n, struct config *cf, const struct key *k)
-{
-    uint64_t v = 0;
-    if (get_uint(p, n, k, &v) < 0)
-        return -1;
-    *FIELD(cf, k, unsigned) = (unsigned)v;
-    return 0;
-}
+#include "confval.h"
 
 static unsigned online_cpus(unsigned max)
 {
@@ -116,85 +30,25 @@ static int parse_workers(struct parse *p, yaml_node_t *n, struct config *cf, con
         cf->worker_processes = online_cpus((unsigned)k->max);
         return 0;
     }
-    const char *s = scalar(p, n, k->name), *unit;
+    const char *s = conf_scalar(p, n, k->name), *unit;
     uint64_t v;
     if (s == NULL)
         return -1;
-    if (parse_number(s, &v, &unit) < 0 || *unit != '\0')
-        return fail(p, n, "%s: expected an integer or 'auto', got '%s'", k->name, s);
-    if (check_range(p, n, k, v, s) < 0)
+    if (conf_number(s, &v, &unit) < 0 || *unit != '\0')
+        return conf_fail(p, n, "%s: expected an integer or 'auto', got '%s'", k->name, s);
+    if (conf_range(p, n, k, v, s) < 0)
         return -1;
     cf->worker_processes = (unsigned)v;
     return 0;
 }
 
-static int parse_duration(struct parse *p, yaml_node_t *n, struct config *cf, const struct key *k)
-{
-    static const struct { const char *unit; uint64_t ms; } units[] = {
-        { "", 1000 }, { "ms", 1 }, { "s", 1000 }, { "m", 60000 }, { "h", 3600000 },
-    };
-    const char *s = scalar(p, n, k->name), *unit;
-    uint64_t v;
-    if (s == NULL)
-        return -1;
-    if (parse_number(s, &v, &unit) == 0) {
-        for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
-            if (strcmp(unit, units[i].unit) == 0 && v <= UINT64_MAX / units[i].ms) {
-                v *= units[i].ms;
-                if (check_range(p, n, k, v, s) < 0)
-                    return -1;
-                *FIELD(cf, k, uint64_t) = v;
-                return 0;
-            }
-        }
-    }
-    return fail(p, n, "%s: expected a duration such as 10, 500ms, 30s, 5m or 1h, got '%s'",
-                k->name, s);
-}
-
-static int parse_size(struct parse *p, yaml_node_t *n, struct config *cf, const struct key *k)
-{
-    const char *s = scalar(p, n, k->name), *unit;
-    uint64_t v;
-    if (s == NULL)
-        return -1;
-    if (parse_number(s, &v, &unit) == 0 && strlen(unit) <= 1) {
-        const char *at = unit[0] ? strchr("kmg", unit[0] | 0x20) : NULL;
-        unsigned shift = at ? 10u * (unsigned)(at - "kmg" + 1) : 0;
-        if ((unit[0] == '\0' || at) && v <= (UINT64_MAX >> shift)) {
-            v <<= shift;
-            if (check_range(p, n, k, v, s) < 0)
-                return -1;
-            *FIELD(cf, k, size_t) = (size_t)v;
-            return 0;
-        }
-    }
-    return fail(p, n, "%s: expected a size such as 4096, 64k or 16m, got '%s'", k->name, s);
-}
-
-static int parse_string(struct parse *p, yaml_node_t *n, struct config *cf, const struct key *k)
-{
-    const char *s = scalar(p, n, k->name);
-    if (s == NULL)
-        return -1;
-    if (*s == '\0')
-        return fail(p, n, "%s: must not be empty", k->name);
-    char *copy = strdup(s);
-    if (copy == NULL)
-        return fail(p, n, "%s: out of memory", k->name);
-    char **field = FIELD(cf, k, char *);
-    free(*field);
-    *field = copy;
-    return 0;
-}
-
 static int parse_log_level(struct parse *p, yaml_node_t *n, struct config *cf, const struct key *k)
 {
-    const char *s = scalar(p, n, k->name);
+    const char *s = conf_scalar(p, n, k->name);
     if (s == NULL)
         return -1;
     if (log_level_parse(s, &cf->log_level) < 0)
-        return fail(p, n, "%s: expected debug, info, notice, warn or error, got '%s'",
+        return conf_fail(p, n, "%s: expected debug, info, notice, warn or error, got '%s'",
                     k->name, s);
     return 0;
 }
@@ -208,7 +62,7 @@ static int address_parse(const char *s, struct config_listen *l)
     uint64_t port;
     if (colon == NULL || (size_t)(colon - s) >= sizeof(host))
         return -1;
-    if (parse_number(colon + 1, &port, &unit) < 0 || *unit || port < 1 || port > 65535)
+    if (conf_number(colon + 1, &port, &unit) < 0 || *unit || port < 1 || port > 65535)
         return -1;
     memcpy(host, s, (size_t)(colon - s));
     host[colon - s] = '\0';
@@ -241,19 +95,19 @@ static int address_parse(const char *s, struct config_listen *l)
 
 static int add_listen(struct parse *p, yaml_node_t *n, struct config *cf)
 {
-    const char *s = scalar(p, n, "listen");
+    const char *s = conf_scalar(p, n, "listen");
     struct config_listen l;
     if (s == NULL)
         return -1;
     if (address_parse(s, &l) < 0)
-        return fail(p, n, "listen: invalid address '%s' (expected IPv4:port, *:port "
+        return conf_fail(p, n, "listen: invalid address '%s' (expected IPv4:port, *:port "
                     "or [IPv6]:port with a port in 1..65535)", s);
     for (size_t i = 0; i < cf->nlisten; i++)
         if (strcmp(cf->listen[i].text, l.text) == 0)
-            return fail(p, n, "listen: duplicate address '%s'", s);
+            return conf_fail(p, n, "listen: duplicate address '%s'", s);
     struct config_listen *grown = realloc(cf->listen, (cf->nlisten + 1) * sizeof(*grown));
     if (grown == NULL)
-        return fail(p, n, "listen: out of memory");
+        return conf_fail(p, n, "listen: out of memory");
     cf->listen = grown;
     cf->listen[cf->nlisten++] = l;
     return 0;
@@ -265,13 +119,81 @@ static int parse_listen(struct parse *p, yaml_node_t *n, struct config *cf, cons
     if (n->type == YAML_SCALAR_NODE)
         return add_listen(p, n, cf);
     if (n->type != YAML_SEQUENCE_NODE)
-        return fail(p, n, "%s: expected a list of addresses", k->name);
+        return conf_fail(p, n, "%s: expected a list of addresses", k->name);
     for (yaml_node_item_t *it = n->data.sequence.items.start;
          it < n->data.sequence.items.top; it++)
         if (add_listen(p, yaml_document_get_node(&p->doc, *it), cf) < 0)
             return -1;
     if (cf->nlisten == 0)
-        return fail(p, n, "%s: at least one address is required", k->name);
+        return conf_fail(p, n, "%s: at least one address is required", k->name);
+    return 0;
+}
+
+/* A module key's value, parsed like a core key of its type; the module's
+ * block stands where the parsers expect the config (they only add the
+ * key's offset to it). */
+static int module_value(struct parse *p, yaml_node_t *n, const struct module_key *mk,
+                        void *conf)
+{
+    static const key_fn fns[] = {
+        [MODULE_KEY_DURATION] = conf_duration, [MODULE_KEY_SIZE] = conf_size,
+    };
+    struct key k = { mk->name, NULL, mk->offset, mk->min, mk->max };
+    if (mk->type == MODULE_KEY_UINT) {
+        uint64_t v;
+        if (conf_get_uint(p, n, &k, &v) < 0)
+            return -1;
+        *FIELD(conf, &k, uint64_t) = v;
+        return 0;
+    }
+    return fns[mk->type](p, n, (struct config *)conf, &k);
+}
+
+static int module_key(struct parse *p, yaml_node_t *kn, yaml_node_t *vn,
+                      struct config_route *r)
+{
+    const char *name = conf_scalar(p, kn, "routes");
+    const struct module_key *mk = r->module->keys;
+    if (name == NULL)
+        return -1;
+    for (; mk != NULL && mk->name != NULL; mk++)
+        if (strcmp(mk->name, name) == 0)
+            return module_value(p, vn, mk, r->conf);
+    return conf_fail(p, kn, "routes: %s: module %s has no key '%s'", r->path, r->module->name, name);
+}
+
+/* `module: NAME` first, since it says which keys the others may be. */
+static const char *route_module(struct parse *p, yaml_node_t *vn, const char *path)
+{
+    if (vn->type != YAML_MAPPING_NODE)
+        return conf_scalar(p, vn, "routes");
+    for (yaml_node_pair_t *it = vn->data.mapping.pairs.start; it < vn->data.mapping.pairs.top; it++) {
+        yaml_node_t *kn = yaml_document_get_node(&p->doc, it->key);
+        if (kn->type == YAML_SCALAR_NODE && strcmp((char *)kn->data.scalar.value, "module") == 0)
+            return conf_scalar(p, yaml_document_get_node(&p->doc, it->value), "routes");
+    }
+    conf_fail(p, vn, "routes: %s: a mapping needs 'module'", path);
+    return NULL;
+}
+
+static int route_conf(struct parse *p, yaml_node_t *vn, struct config_route *r)
+{
+    const struct module *m = r->module;
+    if (m->conf_size == 0 && vn->type != YAML_MAPPING_NODE)
+        return 0;
+    if ((r->conf = calloc(1, m->conf_size ? m->conf_size : 1)) == NULL)
+        return conf_fail(p, vn, "routes: out of memory");
+    if (m->conf_default != NULL)
+        memcpy(r->conf, m->conf_default, m->conf_size);
+    if (vn->type != YAML_MAPPING_NODE)
+        return 0;
+    for (yaml_node_pair_t *it = vn->data.mapping.pairs.start; it < vn->data.mapping.pairs.top; it++) {
+        yaml_node_t *kn = yaml_document_get_node(&p->doc, it->key);
+        if (kn->type == YAML_SCALAR_NODE && strcmp((char *)kn->data.scalar.value, "module") == 0)
+            continue;
+        if (module_key(p, kn, yaml_document_get_node(&p->doc, it->value), r) < 0)
+            return -1;
+    }
     return 0;
 }
 
@@ -279,30 +201,32 @@ static int add_route(struct parse *p, yaml_node_pair_t *pair, struct config *cf)
 {
     yaml_node_t *kn = yaml_document_get_node(&p->doc, pair->key);
     yaml_node_t *vn = yaml_document_get_node(&p->doc, pair->value);
-    const char *path = scalar(p, kn, "routes"), *name;
-    if (path == NULL || (name = scalar(p, vn, "routes")) == NULL)
+    const char *path = conf_scalar(p, kn, "routes"), *name;
+    if (path == NULL || (name = route_module(p, vn, path)) == NULL)
         return -1;
     if (path[0] != '/' || strpbrk(path, "?# \t") != NULL)
-        return fail(p, kn, "routes: '%s' is not a URL path (must start with '/', "
+        return conf_fail(p, kn, "routes: '%s' is not a URL path (must start with '/', "
                     "no query or spaces)", path);
     if (config_route_find(cf, path, strlen(path)) != NULL)
-        return fail(p, kn, "routes: duplicate path '%s'", path);
+        return conf_fail(p, kn, "routes: duplicate path '%s'", path);
     const struct module *m = modules_find(name);
     if (m == NULL)
-        return fail(p, vn, "routes: unknown module '%s' (available: %s)", name, modules_names());
+        return conf_fail(p, vn, "routes: unknown module '%s' (available: %s)", name, modules_names());
     struct config_route *grown = realloc(cf->routes, (cf->nroutes + 1) * sizeof(*grown));
     if (grown == NULL)
-        return fail(p, kn, "routes: out of memory");
+        return conf_fail(p, kn, "routes: out of memory");
     cf->routes = grown;
-    cf->routes[cf->nroutes].path = strdup(path);
-    cf->routes[cf->nroutes++].module = m;
-    return 0;
+    struct config_route *r = &cf->routes[cf->nroutes++];
+    *r = (struct config_route){ strdup(path), m, NULL, cf };
+    return route_conf(p, vn, r);
 }
 
 static void routes_clear(struct config *cf)
 {
-    for (size_t i = 0; i < cf->nroutes; i++)
+    for (size_t i = 0; i < cf->nroutes; i++) {
         free(cf->routes[i].path);
+        free(cf->routes[i].conf);
+    }
     cf->nroutes = 0;
 }
 
@@ -310,23 +234,23 @@ static int parse_routes(struct parse *p, yaml_node_t *n, struct config *cf, cons
 {
     routes_clear(cf);
     if (n->type != YAML_MAPPING_NODE)
-        return fail(p, n, "%s: expected a mapping of URL path to module", k->name);
+        return conf_fail(p, n, "%s: expected a mapping of URL path to module", k->name);
     for (yaml_node_pair_t *pair = n->data.mapping.pairs.start;
          pair < n->data.mapping.pairs.top; pair++)
         if (add_route(p, pair, cf) < 0)
             return -1;
     if (cf->nroutes == 0)
-        return fail(p, n, "%s: at least one route is required", k->name);
+        return conf_fail(p, n, "%s: at least one route is required", k->name);
     return 0;
 }
 
 static int parse_user(struct parse *p, yaml_node_t *n, struct config *cf, const struct key *k)
 {
-    if (parse_string(p, n, cf, k) < 0)
+    if (conf_string(p, n, cf, k) < 0)
         return -1;
     struct passwd *pw = getpwnam(cf->user);
     if (pw == NULL)
-        return fail(p, n, "%s: unknown user '%s'", k->name, cf->user);
+        return conf_fail(p, n, "%s: unknown user '%s'", k->name, cf->user);
     cf->uid = pw->pw_uid;
     if (!p->group_set)
         cf->gid = pw->pw_gid;
@@ -335,12 +259,12 @@ static int parse_user(struct parse *p, yaml_node_t *n, struct config *cf, const 
 
 static int parse_group(struct parse *p, yaml_node_t *n, struct config *cf, const struct key *k)
 {
-    const char *s = scalar(p, n, k->name);
+    const char *s = conf_scalar(p, n, k->name);
     if (s == NULL)
         return -1;
     struct group *gr = getgrnam(s);
     if (gr == NULL)
-        return fail(p, n, "%s: unknown group '%s'", k->name, s);
+        return conf_fail(p, n, "%s: unknown group '%s'", k->name, s);
     cf->gid = gr->gr_gid;
     p->group_set = n;
     return 0;
@@ -348,11 +272,11 @@ static int parse_group(struct parse *p, yaml_node_t *n, struct config *cf, const
 
 static int parse_affinity(struct parse *p, yaml_node_t *n, struct config *cf, const struct key *k)
 {
-    const char *s = scalar(p, n, k->name);
+    const char *s = conf_scalar(p, n, k->name);
     if (s == NULL)
         return -1;
     if (strcmp(s, "auto") != 0 && strcmp(s, "off") != 0)
-        return fail(p, n, "%s: expected 'auto' or 'off', got '%s'", k->name, s);
+        return conf_fail(p, n, "%s: expected 'auto' or 'off', got '%s'", k->name, s);
     cf->worker_cpu_affinity = strcmp(s, "auto") == 0;
     return 0;
 }
@@ -361,7 +285,7 @@ static int parse_affinity(struct parse *p, yaml_node_t *n, struct config *cf, co
 static int parse_switch(struct parse *p, yaml_node_t *n, struct config *cf, const struct key *k)
 {
     static const char *const on[] = { "on", "true", "yes" }, *const off[] = { "off", "false", "no" };
-    const char *s = scalar(p, n, k->name);
+    const char *s = conf_scalar(p, n, k->name);
     if (s == NULL)
         return -1;
     for (size_t i = 0; i < 3; i++) {
@@ -370,7 +294,7 @@ static int parse_switch(struct parse *p, yaml_node_t *n, struct config *cf, cons
             return 0;
         }
     }
-    return fail(p, n, "%s: expected 'on' or 'off', got '%s'", k->name, s);
+    return conf_fail(p, n, "%s: expected 'on' or 'off', got '%s'", k->name, s);
 }
 
 static void strings_free(char **v, size_t n)
@@ -381,26 +305,26 @@ static void strings_free(char **v, size_t n)
 }
 
 /* A list of non-empty strings without spaces or commas, or "*" (any). */
-static int parse_strings(struct parse *p, yaml_node_t *n, const struct key *k,
+static int conf_strings(struct parse *p, yaml_node_t *n, const struct key *k,
                          char ***out, size_t *nout)
 {
     if (n->type == YAML_SCALAR_NODE && strcmp((char *)n->data.scalar.value, "*") == 0)
         return 0;
     if (n->type != YAML_SEQUENCE_NODE)
-        return fail(p, n, "%s: expected a list of strings or \"*\"", k->name);
+        return conf_fail(p, n, "%s: expected a list of strings or \"*\"", k->name);
     for (yaml_node_item_t *it = n->data.sequence.items.start;
          it < n->data.sequence.items.top; it++) {
         yaml_node_t *item = yaml_document_get_node(&p->doc, *it);
-        const char *s = scalar(p, item, k->name);
+        const char *s = conf_scalar(p, item, k->name);
         if (s == NULL)
             return -1;
         if (*s == '\0' || strpbrk(s, " \t,") != NULL)
-            return fail(p, item, "%s: '%s' must be one token, no spaces or commas", k->name, s);
+            return conf_fail(p, item, "%s: '%s' must be one token, no spaces or commas", k->name, s);
         char **grown = realloc(*out, (*nout + 1) * sizeof(*grown));
         if (grown == NULL || (grown[*nout] = strdup(s)) == NULL) {
             if (grown)
                 *out = grown;
-            return fail(p, item, "%s: out of memory", k->name);
+            return conf_fail(p, item, "%s: out of memory", k->name);
         }
         *out = grown;
         (*nout)++;
@@ -410,47 +334,47 @@ static int parse_strings(struct parse *p, yaml_node_t *n, const struct key *k,
 
 static int parse_origins(struct parse *p, yaml_node_t *n, struct config *cf, const struct key *k)
 {
-    return parse_strings(p, n, k, &cf->origins, &cf->norigins);
+    return conf_strings(p, n, k, &cf->origins, &cf->norigins);
 }
 
 static int parse_subprotocols(struct parse *p, yaml_node_t *n, struct config *cf,
                               const struct key *k)
 {
     if (n->type == YAML_SCALAR_NODE)
-        return fail(p, n, "%s: expected a list of protocol names", k->name);
-    return parse_strings(p, n, k, &cf->subprotocols, &cf->nsubprotocols);
+        return conf_fail(p, n, "%s: expected a list of protocol names", k->name);
+    return conf_strings(p, n, k, &cf->subprotocols, &cf->nsubprotocols);
 }
 
 #define OFF(f) offsetof(struct config, f)
 static const struct key keys[] = {
     { "worker_processes",   parse_workers,   0, 1, 512 },
     { "listen",             parse_listen,    0, 0, 0 },
-    { "pid_file",           parse_string,    OFF(pid_file), 0, 0 },
-    { "error_log",          parse_string,    OFF(error_log), 0, 0 },
+    { "pid_file",           conf_string,    OFF(pid_file), 0, 0 },
+    { "error_log",          conf_string,    OFF(error_log), 0, 0 },
     { "log_level",          parse_log_level, 0, 0, 0 },
-    { "worker_connections", parse_uint,      OFF(worker_connections), 1, 1000000 },
-    { "listen_backlog",     parse_uint,      OFF(listen_backlog), 1, 65535 },
-    { "shutdown_timeout",   parse_duration,  OFF(shutdown_timeout_ms), 0, 86400000 },
-    { "close_timeout",      parse_duration,  OFF(close_timeout_ms), 10, 600000 },
-    { "handshake_timeout",  parse_duration,  OFF(handshake_timeout_ms), 10, 3600000 },
-    { "max_header_size",    parse_size,      OFF(max_header_size), 256, 1 << 20 },
-    { "max_message_size",   parse_size,      OFF(max_message_size), 1, 1 << 30 },
-    { "max_pending_output", parse_size,      OFF(max_pending_output), 1024, 1 << 30 },
-    { "worker_memory_limit", parse_size,     OFF(worker_memory_limit), 1 << 20, (uint64_t)1 << 40 },
-    { "drain_spread",       parse_duration,  OFF(drain_spread_ms), 0, 3600000 },
+    { "worker_connections", conf_uint,      OFF(worker_connections), 1, 1000000 },
+    { "listen_backlog",     conf_uint,      OFF(listen_backlog), 1, 65535 },
+    { "shutdown_timeout",   conf_duration,  OFF(shutdown_timeout_ms), 0, 86400000 },
+    { "close_timeout",      conf_duration,  OFF(close_timeout_ms), 10, 600000 },
+    { "handshake_timeout",  conf_duration,  OFF(handshake_timeout_ms), 10, 3600000 },
+    { "max_header_size",    conf_size,      OFF(max_header_size), 256, 1 << 20 },
+    { "max_message_size",   conf_size,      OFF(max_message_size), 1, 1 << 30 },
+    { "max_pending_output", conf_size,      OFF(max_pending_output), 1024, 1 << 30 },
+    { "worker_memory_limit", conf_size,     OFF(worker_memory_limit), 1 << 20, (uint64_t)1 << 40 },
+    { "drain_spread",       conf_duration,  OFF(drain_spread_ms), 0, 3600000 },
     { "user",               parse_user,      OFF(user), 0, 0 },
     { "group",              parse_group,     0, 0, 0 },
-    { "worker_rlimit_nofile", parse_uint,    OFF(worker_rlimit_nofile), 0, 1 << 24 },
+    { "worker_rlimit_nofile", conf_uint,    OFF(worker_rlimit_nofile), 0, 1 << 24 },
     { "worker_cpu_affinity", parse_affinity, 0, 0, 0 },
-    { "max_frame_size",     parse_size,      OFF(max_frame_size), 1, 1 << 30 },
-    { "idle_timeout",       parse_duration,  OFF(idle_timeout_ms), 0, 86400000 },
-    { "ping_interval",      parse_duration,  OFF(ping_interval_ms), 0, 86400000 },
-    { "send_timeout",       parse_duration,  OFF(send_timeout_ms), 100, 3600000 },
+    { "max_frame_size",     conf_size,      OFF(max_frame_size), 1, 1 << 30 },
+    { "idle_timeout",       conf_duration,  OFF(idle_timeout_ms), 0, 86400000 },
+    { "ping_interval",      conf_duration,  OFF(ping_interval_ms), 0, 86400000 },
+    { "send_timeout",       conf_duration,  OFF(send_timeout_ms), 100, 3600000 },
     { "allowed_origins",    parse_origins,   0, 0, 0 },
     { "subprotocols",       parse_subprotocols, 0, 0, 0 },
     { "routes",             parse_routes,    0, 0, 0 },
     { "reload_handoff",     parse_switch,    OFF(reload_handoff), 0, 0 },
-    { "upgrade_timeout",    parse_duration,  OFF(upgrade_timeout_ms), 100, 3600000 },
+    { "upgrade_timeout",    conf_duration,  OFF(upgrade_timeout_ms), 100, 3600000 },
 };
 #define NKEYS (sizeof(keys) / sizeof(keys[0]))
 
@@ -485,8 +409,7 @@ static int defaults(struct config *cf)
     cf->nlisten = 1;
     address_parse("127.0.0.1:8080", &cf->listen[0]);
     cf->nroutes = 1;
-    cf->routes[0].path = strdup("/");
-    cf->routes[0].module = modules_find("echo");
+    cf->routes[0] = (struct config_route){ strdup("/"), modules_find("echo"), NULL, cf };
     return cf->routes[0].path ? 0 : -1;
 }
 
@@ -495,12 +418,12 @@ static int check_whole(struct parse *p, struct config *cf)
 {
     if (cf->drain_spread_ms > cf->shutdown_timeout_ms) {
         if (p->spread)
-            return fail(p, p->spread, "drain_spread: must not exceed shutdown_timeout (%llu ms)",
+            return conf_fail(p, p->spread, "drain_spread: must not exceed shutdown_timeout (%llu ms)",
                         (unsigned long long)cf->shutdown_timeout_ms);
         cf->drain_spread_ms = cf->shutdown_timeout_ms; /* the default yields */
     }
     if (p->group_set && cf->user == NULL)
-        return fail(p, p->group_set, "group: needs 'user' too");
+        return conf_fail(p, p->group_set, "group: needs 'user' too");
     if (cf->idle_timeout_ms && cf->ping_interval_ms >= cf->idle_timeout_ms)
         cf->ping_interval_ms = 0; /* no time to ping before giving up */
     return 0;
@@ -513,20 +436,20 @@ static int parse_root(struct parse *p, struct config *cf)
     if (root == NULL)
         return check_whole(p, cf); /* an empty file: all defaults */
     if (root->type != YAML_MAPPING_NODE)
-        return fail(p, root, "the configuration must be a mapping of keys to values");
+        return conf_fail(p, root, "the configuration must be a mapping of keys to values");
     for (yaml_node_pair_t *pair = root->data.mapping.pairs.start;
          pair < root->data.mapping.pairs.top; pair++) {
         yaml_node_t *kn = yaml_document_get_node(&p->doc, pair->key);
-        const char *name = scalar(p, kn, "key");
+        const char *name = conf_scalar(p, kn, "key");
         size_t i;
         if (name == NULL)
             return -1;
         for (i = 0; i < NKEYS && strcmp(keys[i].name, name) != 0; i++)
             ;
         if (i == NKEYS)
-            return fail(p, kn, "unknown key '%s'", name);
+            return conf_fail(p, kn, "unknown key '%s'", name);
         if (seen[i]++)
-            return fail(p, kn, "duplicate key '%s'", name);
+            return conf_fail(p, kn, "duplicate key '%s'", name);
         yaml_node_t *vn = yaml_document_get_node(&p->doc, pair->value);
         if (keys[i].fn(p, vn, cf, &keys[i]) < 0)
             return -1;

@@ -18,9 +18,13 @@ struct config_listen {
     char text[64]; /* "127.0.0.1:8080" / "[::1]:8080", for logs and matching */
 };
 
+struct config;
+
 struct config_route {
     char *path;
     const struct module *module;
+    void *conf;                 /* the module's keys (module.h), or NULL */
+    const struct config *cf;    /* the configuration it belongs to */
 };
 
 struct config {

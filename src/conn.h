@@ -1,14 +1,19 @@
 /* A client connection from accept to close: the HTTP handshake, then the
- * WebSocket phase (ws.c), then lingering. Owned by one worker. */
+ * WebSocket phase (ws.c), then lingering, on one socket (sock.h). Owned by
+ * one worker. Handing connections to another worker is migrate.c's, on the
+ * helpers at the end of this header. */
 #ifndef WSECHOD_CONN_H
 #define WSECHOD_CONN_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "ev.h"
 #include "list.h"
 
 struct config;
+struct handoff_conn;
+struct migrate;
 
 /* Timer queues (the loop's, ev.h). A connection waits in at most one. Each
  * queue has one fixed timeout, so appending keeps it in deadline order and
@@ -29,52 +34,49 @@ struct conn_env {
     struct ev_loop *loop;
     struct list all;            /* every live connection */
     struct ev_queue queues[CONN_Q_COUNT]; /* [CONN_Q_NONE] is unused */
-    struct list ready_q;        /* yielded with input left: run next iteration */
-    struct list dead_q;         /* closed during this iteration: freed after it */
+    struct list dead_q;         /* closed during this turn: freed after it */
+    struct ev_hook end_of_turn; /* memory ceiling, then freeing dead_q */
+    struct migrate *mig;        /* set while handing connections over */
     unsigned nconns;
-    /* Reload handoff: inboxes of the new generation's workers (ours to
-     * close), tried in turn. */
-    int *targets;
-    unsigned ntargets, next_target;
-    unsigned handing_off : 1;   /* hand every WebSocket over at a clean point */
-    unsigned handoff_full : 1;  /* every inbox was full: handoff_t tries again */
-    struct ev_queue handoff_q;
-    struct ev_timer handoff_t;
-    unsigned long handed, adopted;
+    unsigned long adopted;
 };
 
+/* Registers the timer queues and the end-of-turn work with loop. */
 void conn_env_init(struct conn_env *env, const struct config *cf, struct ev_loop *loop);
 
 /* Takes ownership of the accepted socket fd. A non-zero reject status
  * (503) answers the handshake with that status instead of upgrading. */
 int  conn_accept(struct conn_env *env, int fd, int reject_status);
-/* How long the loop may wait: 0 when connections yielded with input left,
- * else until the loop's next deadline (-1: none). The deadlines themselves
- * run from ev_expire. */
-int  conn_next_timeout(const struct conn_env *env);
-/* Runs the connections that yielded last iteration. */
-void conn_run_ready(struct conn_env *env);
 /* Ends every connection: WebSockets get a close frame with code, pending
  * handshakes are closed. Connections then finish on their own. */
 void conn_close_all(struct conn_env *env, uint16_t code);
 /* Sends a close frame with code to up to max WebSockets, oldest first.
  * Amortised O(1) per connection. */
 void conn_close_oldest(struct conn_env *env, uint16_t code, unsigned max);
-/* Over worker_memory_limit: sheds the biggest holders (1009, or dropped
- * when they do not read their output) until the worker is under it. */
-void conn_shed(struct conn_env *env);
-/* Frees what was closed during this iteration. */
-void conn_reap(struct conn_env *env);
 /* Closes and frees everything at once (fast exit). */
 void conn_destroy_all(struct conn_env *env);
 
-struct handoff_conn;
-/* From now on, hands every open WebSocket to one of targets (inbox write
- * ends, which env takes over, replacing earlier ones) as soon as it is at a
- * clean point; when every inbox is full, a timer of env's own tries again a
- * few milliseconds later. */
-void conn_handoff_begin(struct conn_env *env, int *targets, unsigned n);
-/* Serves a connection handed over by another worker; hc->fd becomes ours. */
-int  conn_adopt(struct conn_env *env, const struct handoff_conn *hc);
+/* ---- For migrate.c ------------------------------------------------------ */
+
+struct conn;
+/* Visits open WebSockets: the keepalive queues first, in deadline order
+ * (the receiver's queues then stay sorted cheaply), then the rest. Stops
+ * when fn returns non-zero. fn may release the connection it is given. */
+void conn_visit_open(struct conn_env *env, int (*fn)(struct conn *c, void *arg), void *arg);
+/* Fills hc (state[0..cap) receives the module's state) if c is at a clean
+ * point to move: 0; -1 not now; -2 never (its module cannot move). */
+int  conn_export(struct conn *c, struct handoff_conn *hc, uint8_t *state, size_t cap);
+/* c lives on in another worker: forget it without a word to the peer. */
+void conn_release(struct conn *c);
+/* c cannot move: close it as a reload without handoff would (1012). */
+void conn_drain(struct conn *c);
+struct config_route;
+/* The receiving side: a connection on a handed-over fd (NULL, fd still the
+ * caller's, on failure); then either its WebSocket goes on (-1: out of
+ * memory, c is closed), or it is closed with a close frame. */
+struct conn *conn_adopt_new(struct conn_env *env, int fd);
+int  conn_start_ws(struct conn *c, const struct config_route *r, const struct handoff_conn *hc);
+void conn_close_with(struct conn *c, uint16_t code, const char *reason);
+const char *conn_peer_name(const struct conn *c, char *buf, size_t len);
 
 #endif

@@ -9,6 +9,8 @@ int ev_loop_init(struct ev_loop *loop, unsigned max_events)
 {
     loop->max_events = max_events;
     list_init(&loop->queues);
+    list_init(&loop->readies);
+    list_init(&loop->hooks);
     loop->now = ev_now_ms();
     loop->events = calloc(max_events, sizeof(*loop->events));
     loop->epfd = epoll_create1(EPOLL_CLOEXEC);
@@ -142,6 +144,69 @@ void ev_expire(struct ev_loop *loop)
             q->cb(loop, q, t);
         }
     }
+}
+
+void ev_ready_init(struct ev_loop *loop, struct ev_ready *q, ev_ready_cb *cb)
+{
+    list_init(&q->items);
+    q->cb = cb;
+    list_append(&loop->readies, &q->link);
+}
+
+void ev_ready_add(struct ev_ready *q, struct list *item)
+{
+    if (!list_linked(item))
+        list_append(&q->items, item);
+}
+
+static void run_queue(struct ev_loop *loop, struct ev_ready *q)
+{
+    struct list batch;
+    if (list_empty(&q->items))
+        return;
+    /* Take the whole queue first: an item may queue itself again. */
+    batch.next = q->items.next;
+    batch.prev = q->items.prev;
+    batch.next->prev = batch.prev->next = &batch;
+    list_init(&q->items);
+    while (!list_empty(&batch)) {
+        struct list *item = batch.next;
+        list_remove(item);
+        q->cb(loop, q, item);
+    }
+}
+
+void ev_run_ready(struct ev_loop *loop)
+{
+    for (struct list *it = loop->readies.next; it != &loop->readies; it = it->next)
+        run_queue(loop, list_entry(it, struct ev_ready, link));
+}
+
+static int ready_pending(const struct ev_loop *loop)
+{
+    for (const struct list *it = loop->readies.next; it != &loop->readies; it = it->next)
+        if (!list_empty(&list_entry(it, struct ev_ready, link)->items))
+            return 1;
+    return 0;
+}
+
+void ev_hook_add(struct ev_loop *loop, struct ev_hook *h, ev_hook_cb *cb)
+{
+    h->cb = cb;
+    list_append(&loop->hooks, &h->link);
+}
+
+int ev_run_once(struct ev_loop *loop)
+{
+    if (ev_poll(loop, ready_pending(loop) ? 0 : ev_next_timeout(loop)) < 0)
+        return -1;
+    ev_run_ready(loop);
+    ev_expire(loop);
+    for (struct list *it = loop->hooks.next; it != &loop->hooks; it = it->next) {
+        struct ev_hook *h = list_entry(it, struct ev_hook, link);
+        h->cb(loop, h);
+    }
+    return 0;
 }
 
 uint64_t ev_now_ms(void)

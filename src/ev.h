@@ -32,6 +32,8 @@ struct ev_loop {
     unsigned max_events;
     struct epoll_event *events;
     struct list queues;     /* every ev_queue, in the order they expire */
+    struct list readies;    /* every ev_ready, in the order they run */
+    struct list hooks;      /* every ev_hook, run at the end of each turn */
 };
 
 struct ev_timer {
@@ -47,6 +49,28 @@ struct ev_queue {
     struct list timers;     /* by deadline, earliest first */
     struct list link;       /* loop->queues */
     ev_timer_cb *cb;
+};
+
+/* Deferred work: an ev_ready queue holds items (list nodes embedded in the
+ * callers' objects) to run at the next turn of the loop, before it waits
+ * again — a connection that yielded with input left, or was given output
+ * by someone else. */
+struct ev_ready;
+typedef void ev_ready_cb(struct ev_loop *loop, struct ev_ready *q, struct list *item);
+
+struct ev_ready {
+    struct list items;
+    struct list link;       /* loop->readies */
+    ev_ready_cb *cb;
+};
+
+/* Work at the end of every turn (freeing what the turn closed, memory). */
+struct ev_hook;
+typedef void ev_hook_cb(struct ev_loop *loop, struct ev_hook *h);
+
+struct ev_hook {
+    struct list link;       /* loop->hooks */
+    ev_hook_cb *cb;
 };
 
 int  ev_loop_init(struct ev_loop *loop, unsigned max_events);
@@ -79,6 +103,18 @@ int  ev_next_timeout(const struct ev_loop *loop);
 /* Runs the callback of every timer whose deadline has come, queue by queue
  * in registration order. */
 void ev_expire(struct ev_loop *loop);
+/* Registers q with the loop; its items run through cb. */
+void ev_ready_init(struct ev_loop *loop, struct ev_ready *q, ev_ready_cb *cb);
+/* Queues item (list_init'ed by its owner) unless it is queued already. */
+void ev_ready_add(struct ev_ready *q, struct list *item);
+/* Runs every item queued before the call; one queued again by its callback
+ * runs at the next turn, so a busy item cannot starve the loop. */
+void ev_run_ready(struct ev_loop *loop);
+void ev_hook_add(struct ev_loop *loop, struct ev_hook *h, ev_hook_cb *cb);
+/* One turn: waits for I/O (not at all when deferred work is queued; at
+ * most until the next deadline), runs the ready descriptors, the deferred
+ * work, the due timers and the hooks. -1 if epoll failed. */
+int  ev_run_once(struct ev_loop *loop);
 /* Monotonic milliseconds. */
 uint64_t ev_now_ms(void);
 

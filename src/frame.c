@@ -1,6 +1,8 @@
 #include "frame.h"
 
 #include <string.h>
+#include <sys/types.h>
+#include <wslay/wslay.h>
 
 #include "utf8.h"
 
@@ -85,14 +87,100 @@ uint16_t frame_close_check(const struct frame_info *fi, const uint8_t *payload,
     return utf8_valid(buf + 2, n - 2) ? 0 : 1007;
 }
 
-size_t frame_close_encode(uint8_t *out, uint16_t code, const char *reason)
+/* 16 bytes at a time (GCC/clang vector extension: SSE2/NEON registers). */
+typedef uint8_t frame_v16 __attribute__((vector_size(16)));
+
+void frame_unmask(uint8_t *p, size_t n, const uint8_t mask[4], uint64_t phase)
 {
+    uint8_t m[4];
+    for (int k = 0; k < 4; k++)
+        m[k] = mask[(phase + (uint64_t)k) & 3];
+    uint32_t m4;
+    memcpy(&m4, m, 4);
+    uint64_t m8 = (uint64_t)m4 << 32 | m4, v8; /* the mask twice, in memory order */
+    size_t i = 0;
+    if (n >= 16) {
+        frame_v16 mv, v;
+        memcpy(&mv, &m8, 8);
+        memcpy((char *)&mv + 8, &m8, 8);
+        for (; i + 16 <= n; i += 16) {
+            memcpy(&v, p + i, 16);
+            v ^= mv;
+            memcpy(p + i, &v, 16);
+        }
+    }
+    for (; i + 8 <= n; i += 8) {
+        memcpy(&v8, p + i, 8);
+        v8 ^= m8;
+        memcpy(p + i, &v8, 8);
+    }
+    for (; i < n; i++)
+        p[i] ^= m[i & 3];
+}
+
+/* ---- Encoding, through wslay's frame layer ------------------------------ */
+
+/* The sink of the frame being written: wslay's context is made once with
+ * fixed callbacks, so the destination is passed beside it. */
+static struct {
+    wslay_frame_context_ptr ctx;
+    frame_sink *sink;
+    void *arg;
+    int failed;
+} E;
+
+static ssize_t enc_send(const uint8_t *data, size_t len, int flags, void *user)
+{
+    (void)flags;
+    (void)user;
+    if (E.sink(E.arg, data, len) < 0) {
+        E.failed = 1;
+        return WSLAY_ERR_WOULDBLOCK;
+    }
+    return (ssize_t)len;
+}
+
+static ssize_t enc_recv(uint8_t *buf, size_t len, int flags, void *user)
+{
+    (void)buf, (void)len, (void)flags, (void)user;
+    return WSLAY_ERR_WOULDBLOCK; /* this context only encodes */
+}
+
+static int enc_genmask(uint8_t *buf, size_t len, void *user)
+{
+    (void)buf, (void)len, (void)user;
+    return -1; /* server frames are never masked */
+}
+
+static const struct wslay_frame_callbacks enc_callbacks = { enc_send, enc_recv, enc_genmask };
+
+int frame_write(frame_sink *sink, void *arg, int opcode, const uint8_t *data, size_t len)
+{
+    if (E.ctx == NULL && wslay_frame_context_init(&E.ctx, &enc_callbacks, NULL) != 0)
+        return -1;
+    struct wslay_frame_iocb io = { .fin = 1, .opcode = (uint8_t)opcode, .payload_length = len,
+                                   .data = data, .data_length = len };
+    E.sink = sink;
+    E.arg = arg;
+    E.failed = 0;
+    ssize_t r = wslay_frame_send(E.ctx, &io);
+    if (E.failed || r != (ssize_t)len) {
+        /* A failed sink leaves wslay half-way through a frame: start over. */
+        wslay_frame_context_free(E.ctx);
+        E.ctx = NULL;
+        return -1;
+    }
+    return 0;
+}
+
+int frame_write_close(frame_sink *sink, void *arg, uint16_t code, const char *reason)
+{
+    uint8_t payload[125];
     size_t rlen = reason ? strlen(reason) : 0;
     rlen = rlen > 123 ? 123 : rlen;
-    size_t h = frame_header_encode(out, FRAME_CLOSE, 2 + rlen);
-    out[h] = (uint8_t)(code >> 8);
-    out[h + 1] = (uint8_t)code;
+    payload[0] = (uint8_t)(code >> 8);
+    payload[1] = (uint8_t)code;
     if (rlen > 0)
-        memcpy(out + h + 2, reason, rlen);
-    return h + 2 + rlen;
+        memcpy(payload + 2, reason, rlen);
+    return frame_write(sink, arg, FRAME_CLOSE, payload, 2 + rlen);
 }

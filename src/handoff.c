@@ -5,10 +5,10 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#define HANDOFF_MAGIC 0x57534831u /* "WSH1": both ends run the same format */
+#define HANDOFF_MAGIC 0x57534832u /* "WSH2": both ends run the same format */
 
 struct wire {
-    uint32_t magic, silent_ms, path_len, pending_len;
+    uint32_t magic, silent_ms, path_len, pending_len, state_len;
 };
 
 /* Inbox sockets queue many connections; a 64 KiB message must still fit. */
@@ -28,15 +28,17 @@ int handoff_send(int sock, const struct handoff_conn *hc)
 {
     union { struct cmsghdr h; char buf[CMSG_SPACE(sizeof(int))]; } ctl;
     struct wire w = { HANDOFF_MAGIC, hc->silent_ms, (uint32_t)hc->path_len,
-                      (uint32_t)hc->pending_len };
-    struct iovec iov[3] = {
+                      (uint32_t)hc->pending_len, (uint32_t)hc->state_len };
+    struct iovec iov[4] = {
         { &w, sizeof(w) },
         { (void *)hc->path, hc->path_len },
         { (void *)hc->pending, hc->pending_len },
+        { (void *)hc->state, hc->state_len },
     };
-    struct msghdr msg = { .msg_iov = iov, .msg_iovlen = 3,
+    struct msghdr msg = { .msg_iov = iov, .msg_iovlen = 4,
                           .msg_control = ctl.buf, .msg_controllen = sizeof(ctl.buf) };
-    if (hc->path_len > HANDOFF_PATH_MAX || hc->pending_len > HANDOFF_PENDING_MAX) {
+    if (hc->path_len > HANDOFF_PATH_MAX || hc->pending_len > HANDOFF_PENDING_MAX ||
+        hc->state_len > HANDOFF_STATE_MAX) {
         errno = EMSGSIZE;
         return -1;
     }
@@ -65,7 +67,8 @@ static int take_fd(struct msghdr *msg)
 
 int handoff_recv(int sock, struct handoff_conn *hc)
 {
-    static char buf[sizeof(struct wire) + HANDOFF_PATH_MAX + HANDOFF_PENDING_MAX];
+    static char buf[sizeof(struct wire) + HANDOFF_PATH_MAX + HANDOFF_PENDING_MAX +
+                    HANDOFF_STATE_MAX];
     union { struct cmsghdr h; char buf[CMSG_SPACE(sizeof(int))]; } ctl;
     for (;;) {
         struct iovec iov = { buf, sizeof(buf) };
@@ -83,7 +86,8 @@ int handoff_recv(int sock, struct handoff_conn *hc)
         memcpy(&w, buf, (size_t)n < sizeof(w) ? (size_t)n : sizeof(w));
         if (fd < 0 || (size_t)n < sizeof(w) || w.magic != HANDOFF_MAGIC ||
             w.path_len > HANDOFF_PATH_MAX || w.pending_len > HANDOFF_PENDING_MAX ||
-            (size_t)n != sizeof(w) + w.path_len + w.pending_len) {
+            w.state_len > HANDOFF_STATE_MAX ||
+            (size_t)n != sizeof(w) + w.path_len + w.pending_len + w.state_len) {
             if (fd >= 0)
                 close(fd); /* not ours to serve: a malformed message */
             continue;
@@ -94,6 +98,8 @@ int handoff_recv(int sock, struct handoff_conn *hc)
         hc->path_len = w.path_len;
         hc->pending = hc->path + w.path_len;
         hc->pending_len = w.pending_len;
+        hc->state = (const uint8_t *)hc->pending + w.pending_len;
+        hc->state_len = w.state_len;
         return 1;
     }
 }

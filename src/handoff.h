@@ -13,6 +13,7 @@
 /* What travels besides the socket. */
 #define HANDOFF_PATH_MAX 2048
 #define HANDOFF_PENDING_MAX 65536
+#define HANDOFF_STATE_MAX 256   /* WS_STATE_MAX in module.h */
 
 struct handoff_conn {
     int fd;
@@ -21,6 +22,8 @@ struct handoff_conn {
     size_t path_len;
     const char *pending;    /* bytes read from the socket, not yet processed */
     size_t pending_len;
+    const uint8_t *state;   /* the module's (module.h: export, on_adopt) */
+    size_t state_len;
 };
 
 /* An inbox: sv[0] for the receiving worker, sv[1] for the senders. */

@@ -2,10 +2,13 @@
 
 #include <openssl/evp.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
 #include "config.h"
+#include "mem.h"
+#include "module.h"
 
 enum { LAST_NONE, LAST_URL, LAST_FIELD, LAST_VALUE };
 
@@ -179,7 +182,7 @@ enum http_result http_req_feed(struct http_req *r, const char *buf, size_t from,
     if (r->bad_status == 0) {
         int big = e == HPE_HEADER_OVERFLOW;
         r->bad_status = big ? 431 : 400;
-        r->bad_reason = big ? "request headers too large" : "malformed HTTP request";
+        r->bad_reason = big ? HTTP_TOO_LARGE : "malformed HTTP request";
     }
     return HTTP_BAD;
 }
@@ -403,4 +406,114 @@ size_t http_upgrade_response(const struct http_req *r, const char *buf,
                      accept, v->protocol ? "Sec-WebSocket-Protocol: " : "",
                      v->protocol ? v->protocol : "", v->protocol ? "\r\n" : "");
     return n < 0 || (size_t)n >= cap ? 0 : (size_t)n;
+}
+
+/* ---- The request buffer ------------------------------------------------- */
+
+/* First size of the request buffer: most requests are a few hundred bytes. */
+#define HTTP_IN_START 1024
+
+struct http_in *http_in_new(size_t max_header_size)
+{
+    struct http_in *in = malloc(sizeof(*in));
+    if (in == NULL)
+        return NULL;
+    in->max = (uint32_t)max_header_size + 1;
+    in->cap = HTTP_IN_START < in->max ? HTTP_IN_START : in->max;
+    in->len = 0;
+    if ((in->buf = malloc(in->cap)) == NULL) {
+        free(in);
+        return NULL;
+    }
+    http_req_init(&in->req);
+    mem_add(sizeof(*in) + in->cap + 2 * MEM_BLOCK_OVERHEAD);
+    return in;
+}
+
+void http_in_free(struct http_in *in)
+{
+    if (in == NULL)
+        return;
+    mem_sub(sizeof(*in) + MEM_BLOCK_OVERHEAD + (in->buf ? in->cap + MEM_BLOCK_OVERHEAD : 0));
+    free(in->buf);
+    free(in);
+}
+
+int http_in_room(struct http_in *in, size_t *room)
+{
+    if (in->len >= in->max)
+        return 1;
+    if (in->len == in->cap) {
+        size_t grown = in->cap * 2 < in->max ? in->cap * 2 : in->max;
+        char *buf = realloc(in->buf, grown);
+        if (buf == NULL)
+            return -1;
+        mem_add(grown - in->cap);
+        in->buf = buf;
+        in->cap = (uint32_t)grown;
+    }
+    *room = in->cap - in->len;
+    return 0;
+}
+
+enum http_result http_in_feed(struct http_in *in, size_t n, size_t *end)
+{
+    size_t from = in->len;
+    in->len += (uint32_t)n;
+    return http_req_feed(&in->req, in->buf, from, in->len, end);
+}
+
+char *http_in_take_rest(struct http_in *in, size_t end, size_t *len)
+{
+    char *buf = in->buf;
+    *len = in->len - end;
+    memmove(buf, buf + end, *len);
+    mem_sub(in->cap + MEM_BLOCK_OVERHEAD); /* its new owner counts what it keeps */
+    in->buf = NULL;
+    return buf;
+}
+
+/* ---- The module's view -------------------------------------------------- */
+
+void http_req_view(const struct http_in *in, size_t end, struct http_view *view,
+                   struct ws_request *req)
+{
+    const char *url = in->buf + in->req.url.off;
+    const char *q = memchr(url, '?', in->req.url.len);
+    memset(req, 0, sizeof(*req));
+    view->r = &in->req;
+    view->buf = in->buf;
+    view->end = end;
+    req->path = url;
+    req->path_len = q ? (size_t)(q - url) : in->req.url.len;
+    req->query = q ? q + 1 : url + in->req.url.len;
+    req->query_len = q ? in->req.url.len - req->path_len - 1 : 0;
+    req->priv = view;
+}
+
+static int name_is(const char *p, size_t n, const char *name)
+{
+    return strlen(name) == n && strncasecmp(p, name, n) == 0;
+}
+
+const char *ws_request_header(const struct ws_request *req, const char *name, size_t *len)
+{
+    const struct http_view *v = req->priv;
+    const char *p = memchr(v->buf, '\n', v->end), *stop = v->buf + v->end, *found = NULL;
+    /* Line by line after the request line; obs-fold was refused already. */
+    while (p != NULL && ++p < stop) {
+        const char *eol = memchr(p, '\n', (size_t)(stop - p));
+        const char *colon = eol ? memchr(p, ':', (size_t)(eol - p)) : NULL;
+        if (colon != NULL && name_is(p, (size_t)(colon - p), name)) {
+            const char *a = colon + 1, *b = eol;
+            while (a < b && (*a == ' ' || *a == '\t'))
+                a++;
+            while (b > a && (b[-1] == '\r' || b[-1] == ' ' || b[-1] == '\t'))
+                b--;
+            found = a;
+            *len = (size_t)(b - a);
+        }
+        p = eol;
+    }
+    return found;
 }

@@ -48,6 +48,42 @@ struct http_verdict {
     const char *protocol;               /* the chosen subprotocol, or NULL */
 };
 
+#define HTTP_TOO_LARGE "request headers too large"
+
+/* The request as it arrives: the parser and the bytes read so far, in a
+ * buffer that starts small and doubles up to max_header_size + 1 (one byte
+ * over the limit tells "too large" from "exactly full"). What it holds is
+ * counted in mem.h. */
+struct http_in {
+    struct http_req req;
+    char *buf;
+    uint32_t len, cap, max;
+};
+
+/* NULL if out of memory. */
+struct http_in *http_in_new(size_t max_header_size);
+void http_in_free(struct http_in *in);
+/* Where the next read goes: in->buf + in->len, *room bytes. 0, 1 when
+ * the request is too large already, -1 out of memory. */
+int  http_in_room(struct http_in *in, size_t *room);
+/* n bytes were read into the room: http_req_feed on them. */
+enum http_result http_in_feed(struct http_in *in, size_t n, size_t *end);
+/* The bytes after the request (frames pipelined behind it), moved to the
+ * front of the buffer, which the caller now owns (malloc'd; *len may be 0). */
+char *http_in_take_rest(struct http_in *in, size_t end, size_t *len);
+
+struct ws_request;
+/* What ws_request_header reads (the module's view of a request). */
+struct http_view {
+    const struct http_req *r;
+    const char *buf;
+    size_t end;
+};
+/* Fills *req (path and query; subprotocol and peer are the caller's) for
+ * the complete request in in[0..end); view must outlive req's use. */
+void http_req_view(const struct http_in *in, size_t end, struct http_view *view,
+                   struct ws_request *req);
+
 /* Makes http-parser's own header limit the configured one (it is global
  * to the process and defaults to 80 KiB). */
 void http_set_max_header_size(size_t max);

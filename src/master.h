@@ -1,5 +1,7 @@
 /* The master process: owns the listening sockets, forks and supervises the
- * workers, and acts on signals (reload, stop, reopen). */
+ * workers (generation.h), and acts on signals (reload, stop, reopen, and
+ * upgrade: see upgrade.h). Its timers are its own, not ev.h's: master.c
+ * says why. */
 #ifndef WSECHOD_MASTER_H
 #define WSECHOD_MASTER_H
 

@@ -9,11 +9,31 @@
 #include <unistd.h>
 
 #include "channel.h"
+#include "config.h"
+#include "ev.h"
 #include "listener.h"
+#include "log.h"
 #include "notify.h"
+#include "pidfile.h"
 
 #define ENV_LISTEN "WSECHOD_LISTEN_FDS"
 #define ENV_CHANNEL "WSECHOD_UPGRADE_FD"
+
+static struct {
+    pid_t self;
+    char exe[4096];             /* our executable's path: where a new version lands */
+    /* Old side. */
+    pid_t pid;                  /* the new master; 0: none running */
+    int fd;                     /* our end of its channel; -1: no upgrade under way */
+    uint64_t deadline_ms;
+    const struct config *cf;    /* what keeps serving if it fails */
+    unsigned generation;
+    int *inboxes;               /* its workers' inboxes, sent before its SERVING */
+    unsigned n_inboxes;
+    int handed_over;
+    /* New side: the old master's channel, until our workers serve. */
+    int parent_fd;
+} U = { .fd = -1, .parent_fd = -1 };
 
 static int keep_open(int fd)
 {
@@ -57,8 +77,10 @@ static void child(const char *exe, const char *conf_file, const struct listeners
     _exit(127);
 }
 
-pid_t upgrade_exec(const char *exe, const char *conf_file, const struct listeners *ls,
-                   int *chan)
+/* Forks and runs exe -c conf_file with the sockets of ls and one end of a
+ * new channel inherited; *chan is our end. The new pid, or -1. */
+static pid_t exec_new(const char *exe, const char *conf_file, const struct listeners *ls,
+                      int *chan)
 {
     int sv[2];
     if (channel_pair(sv) < 0)
@@ -129,7 +151,9 @@ static int parse_listen(const char *text, struct listeners *ls)
     return rc;
 }
 
-int upgrade_inherit(struct listeners *ls, int *chan)
+/* What an old master left in the environment: its sockets into *ls (empty
+ * if none) and its channel into *chan (-1 if this is no upgrade). */
+static int inherit(struct listeners *ls, int *chan)
 {
     const char *fds = getenv(ENV_LISTEN), *ch = getenv(ENV_CHANNEL);
     int rc = 0;
@@ -151,7 +175,8 @@ int upgrade_inherit(struct listeners *ls, int *chan)
     return rc;
 }
 
-int upgrade_self(char *buf, size_t len)
+/* The path this executable was started from. */
+static int exe_path(char *buf, size_t len)
 {
     static const char deleted[] = " (deleted)";
     ssize_t n = readlink("/proc/self/exe", buf, len - 1);
@@ -163,4 +188,171 @@ int upgrade_self(char *buf, size_t len)
     if ((size_t)n > dl && strcmp(buf + n - dl, deleted) == 0)
         buf[n - dl] = '\0';
     return 0;
+}
+
+int upgrade_init(pid_t self, struct listeners *inherited)
+{
+    U.self = self;
+    if (exe_path(U.exe, sizeof(U.exe)) < 0)
+        U.exe[0] = '\0'; /* an upgrade then fails in its child, and says so */
+    return inherit(inherited, &U.parent_fd);
+}
+
+void upgrade_close_in_child(void)
+{
+    if (U.fd >= 0)
+        close(U.fd);
+    if (U.parent_fd >= 0)
+        close(U.parent_fd);
+}
+
+/* ---- New side ---- */
+
+int upgrade_from_old(void)
+{
+    return U.parent_fd >= 0;
+}
+
+void upgrade_send_inbox(int inbox)
+{
+    if (channel_send(U.parent_fd, UPGRADE_MSG_INBOX, inbox) < 0)
+        log_warn("upgrade: cannot pass an inbox to the old master: %s", strerror(errno));
+}
+
+void upgrade_send_serving(const char *pid_file)
+{
+    if (pidfile_write(pid_file, U.self) < 0)
+        log_error("cannot write pid file %s: %s", pid_file, strerror(errno));
+    if (channel_send(U.parent_fd, UPGRADE_MSG_SERVING, -1) < 0)
+        log_error("upgrade: cannot reach the old master: %s", strerror(errno));
+    close(U.parent_fd);
+    U.parent_fd = -1;
+}
+
+/* ---- Old side ---- */
+
+static void forget_inboxes(void)
+{
+    for (unsigned i = 0; i < U.n_inboxes; i++)
+        close(U.inboxes[i]);
+    free(U.inboxes);
+    U.inboxes = NULL;
+    U.n_inboxes = 0;
+}
+
+/* Also for a start that failed before any channel existed. */
+static void fail(const char *why)
+{
+    log_error("binary upgrade failed: %s; generation %u keeps serving", why, U.generation);
+    notify_send("STATUS=binary upgrade failed (%.200s); generation %u keeps serving", why,
+                U.generation);
+    if (U.fd >= 0)
+        close(U.fd);
+    U.fd = -1;
+    forget_inboxes();
+    if (U.pid > 0)
+        kill(U.pid, SIGTERM); /* whatever it started drains itself */
+    /* It may have claimed the pid file just before failing. */
+    if (pidfile_write(U.cf->pid_file, U.self) < 0)
+        log_error("cannot write pid file %s: %s", U.cf->pid_file, strerror(errno));
+}
+
+void upgrade_start(const char *conf_file, const struct listeners *ls,
+                   const struct config *cf, unsigned generation)
+{
+    if (U.fd >= 0) {
+        log_warn("binary upgrade ignored: an upgrade is under way");
+        return;
+    }
+    if (U.pid > 0) {
+        log_warn("binary upgrade ignored: the previous new master %d has not exited yet",
+                 (int)U.pid);
+        return;
+    }
+    U.cf = cf;
+    U.generation = generation;
+    log_notice("binary upgrade: starting %s", U.exe);
+    U.pid = exec_new(U.exe, conf_file, ls, &U.fd);
+    if (U.pid < 0) {
+        U.pid = 0;
+        fail(strerror(errno));
+        return;
+    }
+    channel_watch(U.fd, U.self);
+    U.deadline_ms = ev_now_ms() + cf->upgrade_timeout_ms;
+}
+
+int upgrade_under_way(void)
+{
+    return U.fd >= 0;
+}
+
+static void keep_inbox(int *fd)
+{
+    int *grown = realloc(U.inboxes, (U.n_inboxes + 1) * sizeof(*grown));
+    if (grown == NULL)
+        return;
+    U.inboxes = grown;
+    U.inboxes[U.n_inboxes++] = *fd;
+    *fd = -1;
+}
+
+static void served(upgrade_serving_cb *serving)
+{
+    serving(U.pid, U.inboxes, U.n_inboxes);
+    forget_inboxes();
+    close(U.fd);
+    U.fd = -1;
+    U.handed_over = 1;
+    notify_send("MAINPID=%d\nSTATUS=upgraded: connections handed to master %d", (int)U.pid,
+                (int)U.pid);
+}
+
+void upgrade_read(upgrade_serving_cb *serving)
+{
+    char msg;
+    int fd, r;
+    while (U.fd >= 0 && (r = channel_recv(U.fd, &msg, &fd)) > 0) {
+        if (msg == UPGRADE_MSG_INBOX && fd >= 0)
+            keep_inbox(&fd);
+        else if (msg == UPGRADE_MSG_SERVING)
+            served(serving);
+        if (fd >= 0)
+            close(fd);
+    }
+    if (U.fd >= 0 && r < 0)
+        fail("the new master closed its channel before serving");
+}
+
+void upgrade_abort(const char *why)
+{
+    if (U.fd >= 0)
+        fail(why);
+}
+
+uint64_t upgrade_expire(uint64_t now)
+{
+    if (U.fd >= 0 && U.deadline_ms <= now)
+        fail("the new master was not serving within upgrade_timeout");
+    return U.fd >= 0 ? U.deadline_ms : UINT64_MAX;
+}
+
+pid_t upgrade_new_master(void)
+{
+    return U.pid;
+}
+
+void upgrade_exited(const char *how)
+{
+    if (U.fd >= 0)
+        fail(how);
+    else
+        log_notice("new master %d %s", (int)U.pid, how);
+    if (!U.handed_over)
+        U.pid = 0;
+}
+
+int upgrade_handed_over(void)
+{
+    return U.handed_over;
 }

@@ -2,7 +2,10 @@
 
 #include <string.h>
 
-/* Length of the sequence starting at s[0], 0 if it is not valid there. */
+/* Length of the sequence starting at s[0], 0 if it is not valid there, or
+ * INCOMPLETE if s[0..n) is a valid start cut short. */
+#define INCOMPLETE ((size_t)-1)
+
 static size_t sequence(const uint8_t *s, size_t n)
 {
     uint8_t c = s[0];
@@ -23,16 +26,22 @@ static size_t sequence(const uint8_t *s, size_t n)
     } else {
         return 0;
     }
-    if (n < len || s[1] < lo || s[1] > hi)
+    if (n < 2)
+        return INCOMPLETE;
+    if (s[1] < lo || s[1] > hi)
         return 0;
-    for (size_t i = 2; i < len; i++)
+    for (size_t i = 2; i < len; i++) {
+        if (i == n)
+            return INCOMPLETE;
         if (s[i] < 0x80 || s[i] > 0xbf)
             return 0;
+    }
     return len;
 }
 
-int utf8_valid(const uint8_t *s, size_t n)
+int utf8_scan(const uint8_t *s, size_t n, size_t *complete)
 {
+    const uint8_t *start = s;
     while (n > 0) {
         /* Mostly ASCII: eight bytes at a time while no high bit is set. */
         uint64_t v;
@@ -45,8 +54,17 @@ int utf8_valid(const uint8_t *s, size_t n)
         size_t len = sequence(s, n);
         if (len == 0)
             return 0;
+        if (len == INCOMPLETE)
+            break;
         s += len;
         n -= len;
     }
+    *complete = (size_t)(s - start);
     return 1;
+}
+
+int utf8_valid(const uint8_t *s, size_t n)
+{
+    size_t done;
+    return utf8_scan(s, n, &done) && done == n;
 }

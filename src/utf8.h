@@ -1,5 +1,5 @@
 /* Strict UTF-8 validation (RFC 3629: no overlongs, no surrogates, nothing
- * above U+10FFFF), for close reasons. */
+ * above U+10FFFF), for text messages and close reasons. */
 #ifndef WSECHOD_UTF8_H
 #define WSECHOD_UTF8_H
 
@@ -7,5 +7,9 @@
 #include <stdint.h>
 
 int utf8_valid(const uint8_t *s, size_t n);
+/* For text that arrives in pieces: 0 if s[0..n) cannot begin valid UTF-8;
+ * else 1, with *complete the length of its whole sequences (the rest is a
+ * valid sequence cut short, to be judged with the bytes that follow). */
+int utf8_scan(const uint8_t *s, size_t n, size_t *complete);
 
 #endif

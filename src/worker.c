@@ -20,6 +20,10 @@
 #include "handoff.h"
 #include "log.h"
 #include "mem.h"
+#include "migrate.h"
+#include "modules.h"
+#include "sock.h"
+#include "wstimer.h"
 #include "proctitle.h"
 
 /* How long accept() rests after running out of descriptors. */
@@ -189,7 +193,7 @@ static void handoff_go(void)
             close(W.targets[i]);
         free(W.targets);
     } else {
-        conn_handoff_begin(&W.env, W.targets, W.ntargets);
+        migrate_begin(&W.env, W.targets, W.ntargets);
         log_info("worker #%u gen %u: handing %u connections to %u new workers",
                  W.a->slot, W.a->generation, before, W.ntargets);
     }
@@ -204,7 +208,7 @@ static void on_inbox(struct ev_loop *loop, struct ev_io *io, uint32_t events)
     (void)loop;
     (void)events;
     while ((r = handoff_recv(io->fd, &hc)) > 0)
-        conn_adopt(&W.env, &hc);
+        migrate_adopt(&W.env, &hc);
     if (r < 0) {
         /* Every worker that could send is gone: nothing more will come. */
         ev_del(&W.loop, io);
@@ -266,7 +270,11 @@ static int setup(const struct worker_args *a)
     mem_setup(a->cf->worker_memory_limit);
     if (ev_loop_init(&W.loop, EVENTS_PER_WAIT) < 0)
         return -1;
+    sock_setup(&W.loop);
+    ws_timer_setup(&W.loop);
     conn_env_init(&W.env, a->cf, &W.loop);
+    if (modules_init() < 0)
+        return -1;
     ev_queue_init(&W.loop, &W.timers, on_timer);
     ev_timer_init(&W.accept_t);
     ev_timer_init(&W.drain_t);
@@ -400,20 +408,17 @@ void worker_main(const struct worker_args *a)
     /* A draining worker also waits for its inbox to close: a connection
      * may still be on its way to it from an older worker. */
     while (!W.draining || W.env.nconns > 0 || W.retire_at || W.inbox.fd >= 0) {
-        if (ev_poll(&W.loop, conn_next_timeout(&W.env)) < 0) {
+        if (ev_run_once(&W.loop) < 0) {
             log_error("epoll_wait: %s", strerror(errno));
             break;
         }
-        conn_run_ready(&W.env);
-        ev_expire(&W.loop);
-        conn_shed(&W.env);
-        conn_reap(&W.env);
-        mem_release();
     }
     log_info("worker #%u gen %u exiting (%lu connections handed over, %lu taken over)",
-             a->slot, a->generation, W.env.handed, W.env.adopted);
+             a->slot, a->generation, migrate_handed(&W.env), W.env.adopted);
     close_listeners(0);
+    migrate_end(&W.env);
     conn_destroy_all(&W.env);
+    modules_exit();
     ev_loop_free(&W.loop);
     free(W.ls);
     exit(0);

@@ -1,6 +1,12 @@
-/* The WebSocket phase of a connection: wslay glue and the module calls.
- * Knows the socket and nothing of epoll: callers run it when the socket is
- * ready and act on the flags it returns. */
+/* The WebSocket phase of a connection: the codec's message level (frames
+ * judged, unmasked and reassembled here; every frame we send encoded by
+ * frame.h) and the module calls. One path for every frame: a whole
+ * single-frame message is unmasked in the read buffer and handed to the
+ * module without a copy; fragments, and frames bigger than the read
+ * buffer, are gathered in one buffer per message.
+ *
+ * Reads and writes go through the connection's socket (sock.h); the
+ * caller runs ws_run when the socket is ready and acts on the flags. */
 #ifndef WSECHOD_WS_H
 #define WSECHOD_WS_H
 
@@ -8,30 +14,27 @@
 
 #include "module.h"
 
-struct config;
 struct config_route;
+struct sock;
 
 enum {
-    WS_WANT_WRITE = 1 << 0, /* output is queued: wait for EPOLLOUT */
-    WS_AGAIN      = 1 << 1, /* gave up the CPU with input left: run again soon */
-    WS_CLOSING    = 1 << 2, /* our close frame is out: waiting for the peer's */
-    WS_DONE       = 1 << 3, /* finished: end the TCP connection */
-    WS_BROKEN     = 1 << 4, /* ...and the socket failed: no lingering */
-    WS_ACTIVE     = 1 << 5, /* bytes arrived from the peer */
-    WS_STALLED    = 1 << 6, /* reading paused: the peer does not read its echoes */
+    WS_CLOSING    = 1 << 0, /* our close frame is queued or out: waiting for the peer's */
+    WS_DONE       = 1 << 1, /* finished: end the TCP connection */
+    WS_BROKEN     = 1 << 2, /* ...and the socket failed: no lingering */
+    WS_ACTIVE     = 1 << 3, /* bytes arrived from the peer */
+    WS_STALLED    = 1 << 4, /* reading paused: the peer does not read its echoes */
 };
 
-/* Takes ownership of pending[0..len): bytes that arrived with the handshake
- * (or with a handed-over connection). Calls the route's module's on_open.
- * NULL if out of memory. */
-struct ws_conn *ws_open(int fd, const struct config *cf, const struct config_route *route,
-                        char *pending, size_t len);
+/* Takes ownership of pending[0..len) (bytes that arrived with the
+ * handshake, or with a handed-over connection) into s. Calls the route
+ * module's on_open with req, or on_adopt with the state that travelled
+ * when req is NULL. NULL if out of memory. */
+struct ws_conn *ws_open(struct sock *s, const struct config_route *route,
+                        const struct ws_request *req, const uint8_t *state, size_t state_len);
 /* Reads, dispatches, writes; returns WS_* flags. */
 unsigned ws_run(struct ws_conn *w);
-/* epoll saw the peer's FIN (EPOLLRDHUP/EPOLLHUP): the next run reads
- * until EOF even after a short read, since no new edge will come. */
-void ws_peer_closed(struct ws_conn *w);
-/* Bytes w holds beyond its fixed-size object, as counted in mem.h. */
+/* Bytes w holds beyond its fixed-size object and its socket's, as counted
+ * in mem.h (the message being received, what its module holds). */
 size_t ws_held(const struct ws_conn *w);
 /* The worker is over worker_memory_limit and w is among the biggest
  * holders: a message being received is dropped and the connection failed
@@ -44,11 +47,15 @@ void ws_ping(struct ws_conn *w);
 void ws_free(struct ws_conn *w);
 const struct config_route *ws_route(const struct ws_conn *w);
 /* At a clean point (nothing half received, nothing queued to send, not
- * closing) returns 0 and the bytes read but not yet processed, which stay
- * owned by w; otherwise -1. */
-int ws_export(const struct ws_conn *w, const char **pending, size_t *len);
-/* Frees everything without telling the module: the connection lives on in
- * another worker. The socket is the caller's. */
+ * closing, and the module agrees) returns 0 and writes the module's state
+ * into state[0..*state_len) (*state_len: its room on entry); -1 otherwise,
+ * and -2 if the module's connections never move. */
+int ws_export(struct ws_conn *w, uint8_t *state, size_t *state_len);
+/* The connection lives on in another worker: the module hears on_close
+ * with WS_MOVED, everything is freed. The socket is the caller's. */
 void ws_detach(struct ws_conn *w);
+/* Runs a module timer's callback for w as part of a run of w, so what it
+ * sends leaves with one write. Returns WS_* flags like ws_run. */
+unsigned ws_run_timer(struct ws_conn *w, void (*cb)(struct ws_conn *, void *), void *arg);
 
 #endif

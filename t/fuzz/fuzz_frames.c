@@ -28,7 +28,9 @@
 #include "frame.h"
 #include "fuzz_common.h"
 #include "utf8.h"
+#include "sock.h"
 #include "ws.h"
+#include "wstimer.h"
 
 static struct config *cf_small, *cf_big;
 
@@ -132,10 +134,24 @@ static void drain(int fd)
         ;
 }
 
-/* Part 2: the real path through ws.c and wslay. */
+static void no_event(struct ev_loop *l, struct ev_io *io, uint32_t events)
+{
+    (void)l, (void)io, (void)events;
+}
+
+/* Part 2: the real path through ws.c, the socket layer and the encoder. */
 static void ws_path(const uint8_t *in, size_t n, unsigned flags)
 {
+    static struct ev_loop loop;
+    static int loop_ready;
     int sv[2];
+    if (!loop_ready) {
+        if (ev_loop_init(&loop, 16) < 0)
+            abort();
+        sock_setup(&loop);
+        ws_timer_setup(&loop);
+        loop_ready = 1;
+    }
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) != 0)
         abort();
     size_t lead = ((flags >> 2) & 3) == 0 ? 0 : ((flags >> 2) & 3) == 1 ? 1
@@ -145,8 +161,13 @@ static void ws_path(const uint8_t *in, size_t n, unsigned flags)
     char *pending = malloc(lead ? lead : 1);
     memcpy(pending, in, lead);
     const struct config *cf = (flags & 2) ? cf_small : cf_big;
-    static const struct config_route route = { "/", &echo_module };
-    struct ws_conn *w = ws_open(sv[0], cf, &route, pending, lead);
+    const struct config_route route = { "/", &echo_module, NULL, cf };
+    const struct ws_request req = { 0 };
+    struct sock s;
+    if (sock_open(&s, sv[0], no_event) < 0)
+        abort();
+    sock_set_input(&s, pending, lead);
+    struct ws_conn *w = ws_open(&s, &route, &req, NULL, 0);
     if (w == NULL)
         abort();
     size_t off = lead;
@@ -175,7 +196,7 @@ static void ws_path(const uint8_t *in, size_t n, unsigned flags)
             break;
     }
     ws_free(w);
-    close(sv[0]);
+    sock_close(&s);
     close(sv[1]);
 }
 

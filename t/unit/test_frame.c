@@ -93,28 +93,58 @@ static void close_frames(void)
        !frame_code_allowed(5000) && !frame_code_allowed(999), "allowed close codes");
 }
 
+/* A sink into a fixed buffer, failing when it is full. */
+static uint8_t sunk[1 << 21];
+static size_t sunk_len, sunk_cap = sizeof(sunk);
+
+static int sink(void *arg, const void *data, size_t len)
+{
+    (void)arg;
+    if (sunk_len + len > sunk_cap)
+        return -1;
+    memcpy(sunk + sunk_len, data, len);
+    sunk_len += len;
+    return 0;
+}
+
+static size_t encode(int opcode, size_t len)
+{
+    static uint8_t payload[1 << 20];
+    sunk_len = 0;
+    return frame_write(sink, NULL, opcode, payload, len) == 0 ? sunk_len : 0;
+}
+
 static void encoding(void)
 {
-    uint8_t out[FRAME_HEADER_MAX + 125];
     struct frame_info fi;
-    ok(frame_header_encode(out, FRAME_TEXT, 125) == 2 && out[0] == 0x81 && out[1] == 125,
-       "7-bit header");
-    ok(frame_header_encode(out, FRAME_BINARY, 126) == 4 && out[1] == 126 && out[3] == 126,
-       "16-bit header");
-    size_t h = frame_header_encode(out, FRAME_BINARY, 1u << 20);
-    out[1] |= 0x80; /* parse it as a client frame would be (with a key) */
-    memset(out + h, 0, 4);
-    ok(h == 10 && frame_parse(out, h + 4, &fi) == 14 && fi.payload_len == 1u << 20,
-       "64-bit header parses back");
-    size_t n = frame_close_encode(out, 1012, "route removed by reload");
-    ok(n == 2 + 2 + 23 && out[0] == 0x88 && out[1] == 25 && out[2] == 0x03 && out[3] == 0xf4 &&
-       memcmp(out + 4, "route removed by reload", 23) == 0, "close frame with a reason");
+    ok(encode(FRAME_TEXT, 125) == 127 && sunk[0] == 0x81 && sunk[1] == 125, "7-bit header");
+    ok(encode(FRAME_BINARY, 126) == 130 && sunk[1] == 126 && sunk[3] == 126, "16-bit header");
+    ok(encode(FRAME_BINARY, 1u << 20) == 10 + (1u << 20), "64-bit header");
+    sunk[1] |= 0x80; /* parse it as a client frame would be (with a key) */
+    ok(frame_parse(sunk, 14, &fi) == 14 && fi.payload_len == 1u << 20, "64-bit header parses back");
+    sunk_len = 0;
+    ok(frame_write_close(sink, NULL, 1012, "route removed by reload") == 0 &&
+       sunk_len == 2 + 2 + 23 && sunk[0] == 0x88 && sunk[1] == 25 && sunk[2] == 0x03 &&
+       sunk[3] == 0xf4 && memcmp(sunk + 4, "route removed by reload", 23) == 0,
+       "close frame with a reason");
     char long_reason[200];
     memset(long_reason, 'r', sizeof(long_reason) - 1);
     long_reason[sizeof(long_reason) - 1] = '\0';
-    ok(frame_close_encode(out, 1001, long_reason) == 2 + 125 && out[1] == 125,
-       "reason cut to fit a control frame");
-    ok(frame_close_encode(out, 1000, NULL) == 4, "close without a reason");
+    sunk_len = 0;
+    ok(frame_write_close(sink, NULL, 1001, long_reason) == 0 && sunk_len == 2 + 125 &&
+       sunk[1] == 125, "reason cut to fit a control frame");
+    sunk_len = 0;
+    ok(frame_write_close(sink, NULL, 1000, NULL) == 0 && sunk_len == 4, "close without a reason");
+    sunk_cap = 1; /* a sink that fails mid-frame, then one that works again */
+    ok(encode(FRAME_TEXT, 5) == 0, "a failing sink fails the frame");
+    sunk_cap = sizeof(sunk);
+    ok(encode(FRAME_TEXT, 5) == 7 && sunk[0] == 0x81 && sunk[1] == 5,
+       "the encoder starts over after a failed frame");
+    uint8_t m[9] = { 1, 2, 3, 4, 5, 6, 7, 8, 9 }, key[4] = { 0xa, 0xb, 0xc, 0xd };
+    frame_unmask(m, 3, key, 0);
+    frame_unmask(m + 3, 6, key, 3);
+    ok(m[0] == (1 ^ 0xa) && m[3] == (4 ^ 0xd) && m[4] == (5 ^ 0xa) && m[8] == (9 ^ 0xa),
+       "unmasking in pieces keeps the mask's phase");
 }
 
 int main(void)

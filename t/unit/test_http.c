@@ -10,7 +10,7 @@
 #define KEY "dGhlIHNhbXBsZSBub25jZQ=="
 
 static char *subprotocols[] = { "chat", "superchat" };
-static struct config_route routes[] = { { "/", &echo_module } };
+static struct config_route routes[] = { { "/", &echo_module, NULL, NULL } };
 static struct config cf = {
     .routes = routes, .nroutes = 1, .subprotocols = subprotocols, .nsubprotocols = 2,
 };

@@ -1,0 +1,411 @@
+#include "sock.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "mem.h"
+
+#define EV_BASE (EPOLLIN | EPOLLRDHUP | EPOLLET)
+/* Bytes one run reads before letting other connections have a turn. */
+#define RUN_READ_MAX (256u << 10)
+/* The gather buffer: every write of a run, sent with one system call. */
+#define GATHER_SIZE 65536
+
+/* Output the kernel did not take yet. */
+struct sock_out {
+    uint32_t len, pos, cap;
+    char data[];
+};
+
+/* One per worker: only the running socket reads into scratch and gathers
+ * into gather, and both are empty between runs. */
+static struct {
+    struct ev_loop *loop;
+    struct ev_ready ready;
+    struct sock *running;
+    size_t run_read;
+    size_t glen;
+    char scratch[SOCK_SCRATCH_SIZE];
+    char gather[GATHER_SIZE];
+} S;
+
+/* ---- Backends ----------------------------------------------------------- */
+
+static ssize_t plain_recv(struct sock *s, void *buf, size_t len)
+{
+    return read(s->io.fd, buf, len);
+}
+
+static ssize_t plain_send(struct sock *s, const void *buf, size_t len)
+{
+    return send(s->io.fd, buf, len, MSG_NOSIGNAL);
+}
+
+static const struct sock_backend backends[] = {
+    { plain_recv, plain_send },
+};
+
+static const struct sock_backend *be(const struct sock *s)
+{
+    return &backends[s->backend];
+}
+
+/* ---- Accounting --------------------------------------------------------- */
+
+static size_t held_now(const struct sock *s)
+{
+    size_t n = s->out ? sizeof(*s->out) + s->out->cap + MEM_BLOCK_OVERHEAD : 0;
+    if (s->rbuf != NULL && s->rbuf != S.scratch)
+        n += s->rlen + MEM_BLOCK_OVERHEAD;
+    return n;
+}
+
+/* Inline: it ends every run, and the common case holds nothing. */
+static inline void account(struct sock *s)
+{
+    if (s->held != 0 || s->out != NULL || (s->rbuf != NULL && s->rbuf != S.scratch))
+        mem_move(&s->held, held_now(s));
+}
+
+/* ---- Lifetime ----------------------------------------------------------- */
+
+static void on_ready(struct ev_loop *loop, struct ev_ready *q, struct list *item)
+{
+    struct sock *s = list_entry(item, struct sock, ready);
+    (void)q;
+    s->io.cb(loop, &s->io, 0);
+}
+
+void sock_setup(struct ev_loop *loop)
+{
+    S.loop = loop;
+    ev_ready_init(loop, &S.ready, on_ready);
+}
+
+int sock_open(struct sock *s, int fd, ev_cb *cb)
+{
+    memset(s, 0, sizeof(*s));
+    s->io.fd = fd;
+    s->io.cb = cb;
+    list_init(&s->ready);
+    return ev_add(S.loop, &s->io, EV_BASE);
+}
+
+static void free_buffers(struct sock *s)
+{
+    list_remove(&s->ready);
+    if (s->rbuf != S.scratch)
+        free(s->rbuf);
+    free(s->out);
+    s->rbuf = NULL;
+    s->out = NULL;
+    s->rpos = s->rlen = 0;
+    mem_move(&s->held, 0);
+}
+
+void sock_close(struct sock *s)
+{
+    free_buffers(s);
+    close(s->io.fd);
+}
+
+void sock_release(struct sock *s)
+{
+    ev_del(S.loop, &s->io);
+    sock_close(s);
+}
+
+void sock_wake(struct sock *s)
+{
+    ev_ready_add(&S.ready, &s->ready);
+}
+
+int sock_event(struct sock *s, uint32_t events)
+{
+    if (events & EPOLLERR)
+        s->failed = 1;
+    if (events & (EPOLLRDHUP | EPOLLHUP))
+        s->peer_fin = 1;
+    if (!s->failed && (events & EPOLLOUT) && s->out != NULL)
+        (void)sock_flush(s);
+    return s->failed ? SOCK_ERROR : SOCK_OK;
+}
+
+/* ---- Input -------------------------------------------------------------- */
+
+static ssize_t recv_result(struct sock *s, ssize_t n)
+{
+    if (n > 0)
+        return n;
+    if (n == 0) {
+        s->eof = 1;
+        return SOCK_EOF;
+    }
+    if (errno == EAGAIN || errno == EWOULDBLOCK)
+        return SOCK_AGAIN;
+    s->eof = s->failed = 1;
+    return SOCK_ERROR;
+}
+
+ssize_t sock_recv(struct sock *s, void *buf, size_t len)
+{
+    ssize_t n;
+    do {
+        n = be(s)->recv(s, buf, len);
+    } while (n < 0 && errno == EINTR);
+    return recv_result(s, n);
+}
+
+void sock_set_input(struct sock *s, char *buf, size_t len)
+{
+    if (s->rbuf != S.scratch)
+        free(s->rbuf);
+    if (len == 0) {
+        free(buf);
+        buf = NULL;
+    }
+    s->rbuf = buf;
+    s->rpos = 0;
+    s->rlen = (uint32_t)len;
+    account(s);
+}
+
+/* Leftovers move into the scratch buffer (those of a handshake bigger than
+ * it are read in place until they fit). */
+static void to_scratch(struct sock *s)
+{
+    size_t n = sock_avail(s);
+    if (s->rbuf != NULL && s->rbuf != S.scratch && n <= SOCK_SCRATCH_SIZE) {
+        memcpy(S.scratch, s->rbuf + s->rpos, n);
+        free(s->rbuf);
+        s->rbuf = S.scratch;
+        s->rpos = 0;
+        s->rlen = (uint32_t)n;
+    }
+}
+
+void sock_begin(struct sock *s)
+{
+    S.running = s;
+    S.run_read = 0;
+    s->drained = 0;
+    to_scratch(s);
+}
+
+ssize_t sock_fill(struct sock *s)
+{
+    /* After a short read new bytes raise a new edge, but a FIN that came
+     * with the last bytes raises none: read on to see it. */
+    if ((s->drained && !s->peer_fin) || s->eof)
+        return s->eof ? SOCK_EOF : SOCK_AGAIN;
+    if (S.run_read >= RUN_READ_MAX) {
+        sock_wake(s);
+        return SOCK_AGAIN;
+    }
+    if (s->rbuf == NULL)
+        s->rbuf = S.scratch;
+    to_scratch(s);
+    if (s->rbuf != S.scratch)
+        return SOCK_AGAIN; /* big leftovers: processed before anything new */
+    if (s->rpos > 0) {
+        memmove(s->rbuf, s->rbuf + s->rpos, s->rlen - s->rpos);
+        s->rlen -= s->rpos;
+        s->rpos = 0;
+    }
+    size_t room = SOCK_SCRATCH_SIZE - s->rlen;
+    if (room == 0)
+        return SOCK_AGAIN;
+    ssize_t n = sock_recv(s, s->rbuf + s->rlen, room);
+    if (n > 0) {
+        s->rlen += (uint32_t)n;
+        S.run_read += (size_t)n;
+        s->drained = (size_t)n < room; /* skip the read that says EAGAIN */
+    }
+    return n;
+}
+
+/* Keeps what was read but not processed in an exact-size copy. */
+static void keep_input(struct sock *s)
+{
+    if (s->rbuf != S.scratch)
+        return;
+    size_t n = sock_avail(s);
+    char *keep = n ? malloc(n) : NULL;
+    if (n && keep == NULL)
+        s->failed = 1;
+    else if (n)
+        memcpy(keep, S.scratch + s->rpos, n);
+    s->rbuf = keep;
+    s->rpos = 0;
+    s->rlen = keep ? (uint32_t)n : 0;
+}
+
+int sock_end(struct sock *s)
+{
+    int r = sock_flush(s);
+    S.running = NULL;
+    keep_input(s);
+    account(s);
+    return s->failed ? SOCK_ERROR : r;
+}
+
+/* ---- Output ------------------------------------------------------------- */
+
+static int out_append(struct sock *s, const char *data, size_t len)
+{
+    struct sock_out *o = s->out;
+    size_t used = o ? o->len - o->pos : 0;
+    if (o != NULL && o->len + len > o->cap && o->pos > 0) {
+        /* What was sent makes room before the block grows. */
+        memmove(o->data, o->data + o->pos, used);
+        o->len = (uint32_t)used;
+        o->pos = 0;
+    }
+    if (o == NULL || used + len > o->cap) {
+        size_t cap = o ? (size_t)o->cap * 2 : 0;
+        cap = cap < used + len ? used + len : cap;
+        if (cap > UINT32_MAX || (o = realloc(o, sizeof(*o) + cap)) == NULL) {
+            s->failed = 1;
+            return SOCK_ERROR;
+        }
+        if (s->out == NULL)
+            o->len = o->pos = 0;
+        o->cap = (uint32_t)cap;
+        s->out = o;
+    }
+    memcpy(o->data + o->len, data, len);
+    o->len += (uint32_t)len;
+    return SOCK_OK;
+}
+
+/* Sends buf[0..len); returns how much the kernel took, or SOCK_ERROR. */
+static ssize_t send_some(struct sock *s, const char *buf, size_t len)
+{
+    size_t off = 0;
+    while (off < len) {
+        ssize_t n = be(s)->send(s, buf + off, len - off);
+        if (n > 0)
+            off += (size_t)n;
+        else if (n < 0 && errno == EINTR)
+            continue;
+        else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            break;
+        else
+            return s->failed = 1, SOCK_ERROR;
+    }
+    return (ssize_t)off;
+}
+
+/* The gather buffer goes out; what the kernel leaves joins the queue. */
+static int gather_flush(struct sock *s)
+{
+    ssize_t n = send_some(s, S.gather, S.glen);
+    size_t left = n < 0 ? 0 : S.glen - (size_t)n;
+    int r = n < 0 ? SOCK_ERROR : left ? out_append(s, S.gather + n, left) : SOCK_OK;
+    S.glen = 0;
+    return r;
+}
+
+int sock_write(struct sock *s, const void *data, size_t len)
+{
+    if (s->failed)
+        return SOCK_ERROR;
+    if (len == 0)
+        return SOCK_OK; /* an empty payload: nothing to copy (data may be NULL) */
+    /* Nothing older waits in the queue: the bytes may gather. */
+    if (s == S.running && s->out == NULL) {
+        if (S.glen + len > GATHER_SIZE && S.glen > 0 && gather_flush(s) < 0)
+            return SOCK_ERROR;
+        if (s->out == NULL && S.glen + len <= GATHER_SIZE) {
+            memcpy(S.gather + S.glen, data, len);
+            S.glen += len;
+            return SOCK_OK;
+        }
+    }
+    if (out_append(s, data, len) < 0)
+        return SOCK_ERROR;
+    if (s != S.running)
+        sock_wake(s);
+    account(s);
+    return SOCK_OK;
+}
+
+int sock_sink(void *s, const void *data, size_t len)
+{
+    return sock_write(s, data, len) == SOCK_OK ? 0 : -1;
+}
+
+static int want_write(struct sock *s, int on)
+{
+    if (ev_mod(S.loop, &s->io, EV_BASE | (on ? EPOLLOUT : 0)) < 0)
+        s->failed = 1;
+    return s->failed ? SOCK_ERROR : on ? SOCK_AGAIN : SOCK_OK;
+}
+
+int sock_flush(struct sock *s)
+{
+    struct sock_out *o = s->out;
+    if (s->failed)
+        return SOCK_ERROR;
+    if (o != NULL) {
+        ssize_t n = send_some(s, o->data + o->pos, o->len - o->pos);
+        if (n < 0)
+            return SOCK_ERROR;
+        o->pos += (uint32_t)n;
+        if (o->pos < o->len) {
+            account(s);
+            return want_write(s, 1);
+        }
+        free(o);
+        s->out = NULL;
+    }
+    if (s == S.running && S.glen > 0 && gather_flush(s) < 0)
+        return SOCK_ERROR;
+    account(s);
+    return want_write(s, s->out != NULL);
+}
+
+size_t sock_pending(const struct sock *s)
+{
+    size_t n = s->out ? s->out->len - s->out->pos : 0;
+    return n + (s == S.running ? S.glen : 0);
+}
+
+/* ---- Closing ------------------------------------------------------------ */
+
+void sock_shutdown_write(struct sock *s)
+{
+    if (!s->shut_wr)
+        shutdown(s->io.fd, SHUT_WR);
+    s->shut_wr = 1;
+}
+
+void sock_reset_on_close(struct sock *s)
+{
+    struct linger lg = { 1, 0 };
+    setsockopt(s->io.fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+}
+
+const char *sock_peer_name(const struct sock *s, char *buf, size_t len)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss);
+    char host[INET6_ADDRSTRLEN] = "?";
+    unsigned port = 0;
+    ss.ss_family = AF_INET;
+    if (getpeername(s->io.fd, (struct sockaddr *)&ss, &sl) == 0) {
+        const void *a = ss.ss_family == AF_INET6
+            ? (const void *)&((struct sockaddr_in6 *)&ss)->sin6_addr
+            : (const void *)&((struct sockaddr_in *)&ss)->sin_addr;
+        inet_ntop(ss.ss_family, a, host, sizeof(host));
+        port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+    }
+    snprintf(buf, len, ss.ss_family == AF_INET6 ? "[%s]:%u" : "%s:%u", host, port);
+    return buf;
+}
