@@ -21,7 +21,8 @@ static const struct module_key stream_keys[] = {
 
 struct stream_state {
     struct ws_timer *timer;
-    uint64_t sent;
+    uint64_t first;         /* the first number sent */
+    uint64_t sent;          /* the next number to send */
     uint64_t next_due;
 };
 
@@ -62,7 +63,7 @@ static void tick(struct ws_conn *c, void *arg)
         const uint8_t *m = message(st->sent, cf->size);
         if (m == NULL || ws_send(c, WS_MSG_TEXT, m, cf->size) < 0)
             return; /* closing, or out of memory: the stream ends here */
-        if (++st->sent == cf->count) {
+        if (++st->sent == st->first + cf->count) {
             ws_close(c, 1000, "stream complete");
             return;
         }
@@ -74,13 +75,14 @@ static void tick(struct ws_conn *c, void *arg)
     ws_timer_start(st->timer, st->next_due - now);
 }
 
-static int start(struct ws_conn *c, uint64_t sent)
+static int start(struct ws_conn *c, uint64_t first, uint64_t sent)
 {
     struct stream_state *st = calloc(1, sizeof(*st));
     if (st == NULL || (st->timer = ws_timer_new(c, tick, st)) == NULL) {
         free(st);
         return -1;
     }
+    st->first = first;
     st->sent = sent;
     st->next_due = ws_now_ms() + conf_of(c)->interval_ms;
     ws_set_data(c, st);
@@ -88,10 +90,29 @@ static int start(struct ws_conn *c, uint64_t sent)
     return 0;
 }
 
+/* "?from=N" in the request: the numbering starts at N (a client resuming
+ * a stream after a reconnect). Anything else in the query is ignored. */
+static uint64_t first_number(const struct ws_request *req)
+{
+    const char *q = req->query, *end = req->query + req->query_len;
+    while (q < end) {
+        const char *amp = memchr(q, '&', (size_t)(end - q));
+        const char *stop = amp ? amp : end;
+        if (stop - q > 5 && memcmp(q, "from=", 5) == 0) {
+            uint64_t n = 0;
+            for (q += 5; q < stop && *q >= '0' && *q <= '9' && n < UINT64_MAX / 10; q++)
+                n = n * 10 + (uint64_t)(*q - '0');
+            return n;
+        }
+        q = stop + 1;
+    }
+    return 0;
+}
+
 static int stream_open(struct ws_conn *c, const struct ws_request *req)
 {
-    (void)req;
-    return start(c, 0);
+    uint64_t first = first_number(req);
+    return start(c, first, first);
 }
 
 static void stream_message(struct ws_conn *c, enum ws_msg_type type,
@@ -111,23 +132,26 @@ static void stream_close(struct ws_conn *c, uint16_t code)
     }
 }
 
-/* What travels on reload: how many were sent, so numbering goes on. */
+/* What travels on reload: where the numbering started and where it is. */
 static int stream_export(struct ws_conn *c, uint8_t *state, size_t cap)
 {
     const struct stream_state *st = ws_data(c);
-    if (st == NULL || cap < sizeof(st->sent))
+    uint64_t v[2];
+    if (st == NULL || cap < sizeof(v))
         return -1;
-    memcpy(state, &st->sent, sizeof(st->sent));
-    return (int)sizeof(st->sent);
+    v[0] = st->first;
+    v[1] = st->sent;
+    memcpy(state, v, sizeof(v));
+    return (int)sizeof(v);
 }
 
 static int stream_adopt(struct ws_conn *c, const uint8_t *state, size_t len)
 {
-    uint64_t sent = 0;
-    if (len != sizeof(sent))
+    uint64_t v[2];
+    if (len != sizeof(v))
         return -1;
-    memcpy(&sent, state, sizeof(sent));
-    return start(c, sent);
+    memcpy(v, state, sizeof(v));
+    return start(c, v[0], v[1]);
 }
 
 static int stream_init(void)

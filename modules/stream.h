@@ -5,7 +5,8 @@
  *                     sequence number (0, 1, ...) in decimal, then '.'
  *   count: 0          this many, then a close with 1000; 0 (default):
  *                     until the client closes
- * Text messages. While the client leaves max_pending_output unread, ticks
+ * "?from=N" in the URL starts the numbering at N (count still counts
+ * messages). Text messages. While the client leaves max_pending_output unread, ticks
  * are skipped, not queued: the stream pauses and numbers stay
  * consecutive. Incoming messages are ignored. On reload a connection moves
  * with its count, and the stream goes on in the new worker. */

@@ -6,63 +6,6 @@
 
 #include "utf8.h"
 
-int frame_parse(const uint8_t *p, size_t avail, struct frame_info *fi)
-{
-    if (avail < 2)
-        return 0;
-    uint64_t len = p[1] & 0x7f;
-    size_t h = 2 + (len == 126 ? 2 : len == 127 ? 8 : 0) + ((p[1] & 0x80) ? 4 : 0);
-    if (avail < h)
-        return 0;
-    fi->fin = p[0] >> 7;
-    fi->rsv = (p[0] >> 4) & 7;
-    fi->opcode = p[0] & 0x0f;
-    fi->masked = p[1] >> 7;
-    fi->header_len = h;
-    if (len == 126) {
-        len = (uint64_t)p[2] << 8 | p[3];
-        if (len < 126)
-            return -1; /* the length must use the fewest bytes */
-    } else if (len == 127) {
-        len = 0;
-        for (int i = 2; i < 10; i++)
-            len = len << 8 | p[i];
-        if (len < 65536 || (len >> 63))
-            return -1;
-    }
-    fi->payload_len = len;
-    if (fi->masked)
-        memcpy(fi->mask, p + h - 4, 4);
-    return (int)h;
-}
-
-static int is_control(int opcode)
-{
-    return opcode >= 8;
-}
-
-uint16_t frame_check(struct frame_seq *seq, const struct frame_info *fi,
-                     const struct frame_limits *lim)
-{
-    int op = fi->opcode;
-    if (fi->rsv != 0 || !fi->masked)
-        return 1002; /* no extension is negotiated; clients must mask */
-    if ((op > FRAME_BINARY && op < FRAME_CLOSE) || op > FRAME_PONG)
-        return 1002; /* reserved opcode */
-    if (is_control(op))
-        return (fi->payload_len > 125 || !fi->fin) ? 1002 : 0;
-    if ((op == FRAME_CONT) != seq->in_message)
-        return 1002; /* continuation without a start, or a start inside one */
-    if (fi->payload_len > lim->max_frame)
-        return 1009;
-    uint64_t total = (op == FRAME_CONT ? seq->message_len : 0) + fi->payload_len;
-    if (total > lim->max_message)
-        return 1009;
-    seq->message_len = (uint32_t)total; /* max_message is at most 1 GiB */
-    seq->in_message = !fi->fin;
-    return 0;
-}
-
 int frame_code_allowed(unsigned code)
 {
     return (code >= 1000 && code <= 1014 && code != 1004 && code != 1005 && code != 1006) ||
@@ -92,11 +35,14 @@ typedef uint8_t frame_v16 __attribute__((vector_size(16)));
 
 void frame_unmask(uint8_t *p, size_t n, const uint8_t mask[4], uint64_t phase)
 {
-    uint8_t m[4];
-    for (int k = 0; k < 4; k++)
-        m[k] = mask[(phase + (uint64_t)k) & 3];
-    uint32_t m4;
-    memcpy(&m4, m, 4);
+    uint8_t rot[4];
+    if (phase & 3) { /* the mask as seen from p[0] */
+        for (int k = 0; k < 4; k++)
+            rot[k] = mask[(phase + (uint64_t)k) & 3];
+        mask = rot;
+    }
+    uint32_t m4, v4;
+    memcpy(&m4, mask, 4);
     uint64_t m8 = (uint64_t)m4 << 32 | m4, v8; /* the mask twice, in memory order */
     size_t i = 0;
     if (n >= 16) {
@@ -109,31 +55,56 @@ void frame_unmask(uint8_t *p, size_t n, const uint8_t mask[4], uint64_t phase)
             memcpy(p + i, &v, 16);
         }
     }
-    for (; i + 8 <= n; i += 8) {
+    if (i + 8 <= n) {
         memcpy(&v8, p + i, 8);
         v8 ^= m8;
         memcpy(p + i, &v8, 8);
+        i += 8;
+    }
+    if (i + 4 <= n) {
+        memcpy(&v4, p + i, 4);
+        v4 ^= m4;
+        memcpy(p + i, &v4, 4);
+        i += 4;
     }
     for (; i < n; i++)
-        p[i] ^= m[i & 3];
+        p[i] ^= mask[i & 3];
 }
 
 /* ---- Encoding, through wslay's frame layer ------------------------------ */
 
 /* The sink of the frame being written: wslay's context is made once with
- * fixed callbacks, so the destination is passed beside it. */
+ * fixed callbacks, so the destination is passed beside it, and the header
+ * wslay writes first is kept for the cache below. */
 static struct {
     wslay_frame_context_ptr ctx;
     frame_sink *sink;
     void *arg;
     int failed;
+    uint8_t hdr[FRAME_HEADER_MAX];
+    size_t hlen;            /* 0 until wslay wrote the header */
 } E;
+
+/* Headers wslay encoded, by opcode and payload length. A header depends on
+ * nothing else, echo traffic repeats a few sizes, and a hit spares
+ * wslay_frame_send's state machine and its two callbacks (about 130
+ * instructions a frame, scripts/RESULTS.md). */
+#define HDR_CACHE 64
+static struct hdr_entry {
+    uint64_t len;
+    uint8_t opcode, hlen;
+    uint8_t hdr[FRAME_HEADER_MAX];
+} hdr_cache[HDR_CACHE];
 
 static ssize_t enc_send(const uint8_t *data, size_t len, int flags, void *user)
 {
     (void)flags;
     (void)user;
-    if (E.sink(E.arg, data, len) < 0) {
+    if (E.hlen == 0 && len <= FRAME_HEADER_MAX) {
+        memcpy(E.hdr, data, len);
+        E.hlen = len;
+    }
+    if (E.sink(E.arg, data, len, NULL, 0) < 0) {
         E.failed = 1;
         return WSLAY_ERR_WOULDBLOCK;
     }
@@ -154,7 +125,9 @@ static int enc_genmask(uint8_t *buf, size_t len, void *user)
 
 static const struct wslay_frame_callbacks enc_callbacks = { enc_send, enc_recv, enc_genmask };
 
-int frame_write(frame_sink *sink, void *arg, int opcode, const uint8_t *data, size_t len)
+/* The frame through wslay; its header then goes into the cache at e. */
+static int encode(struct hdr_entry *e, frame_sink *sink, void *arg, int opcode,
+                  const uint8_t *data, size_t len)
 {
     if (E.ctx == NULL && wslay_frame_context_init(&E.ctx, &enc_callbacks, NULL) != 0)
         return -1;
@@ -163,6 +136,7 @@ int frame_write(frame_sink *sink, void *arg, int opcode, const uint8_t *data, si
     E.sink = sink;
     E.arg = arg;
     E.failed = 0;
+    E.hlen = 0;
     ssize_t r = wslay_frame_send(E.ctx, &io);
     if (E.failed || r != (ssize_t)len) {
         /* A failed sink leaves wslay half-way through a frame: start over. */
@@ -170,7 +144,21 @@ int frame_write(frame_sink *sink, void *arg, int opcode, const uint8_t *data, si
         E.ctx = NULL;
         return -1;
     }
+    if (E.hlen > 0) {
+        e->len = len;
+        e->opcode = (uint8_t)opcode;
+        e->hlen = (uint8_t)E.hlen;
+        memcpy(e->hdr, E.hdr, E.hlen);
+    }
     return 0;
+}
+
+int frame_write(frame_sink *sink, void *arg, int opcode, const uint8_t *data, size_t len)
+{
+    struct hdr_entry *e = &hdr_cache[(len ^ (size_t)opcode << 4) % HDR_CACHE];
+    if (e->hlen == 0 || e->len != len || e->opcode != opcode)
+        return encode(e, sink, arg, opcode, data, len);
+    return sink(arg, e->hdr, e->hlen, data, len);
 }
 
 int frame_write_close(frame_sink *sink, void *arg, uint16_t code, const char *reason)

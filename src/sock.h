@@ -111,8 +111,8 @@ size_t sock_pending(const struct sock *s);
 /* Bytes s holds beyond its own struct (as counted in mem.h). */
 static inline size_t sock_held(const struct sock *s) { return s->held; }
 void sock_wake(struct sock *s);
-/* sock_write as a frame.h sink (arg is the socket). */
-int  sock_sink(void *s, const void *data, size_t len);
+/* sock_write of a then b, as a frame.h sink (arg is the socket). */
+int  sock_sink(void *s, const void *a, size_t alen, const void *b, size_t blen);
 
 /* FIN after the output (lingering close). */
 void sock_shutdown_write(struct sock *s);

@@ -332,7 +332,7 @@ static int next_frame(struct ws_conn *w)
  * close frame is out; after that we read only to find its close, and a
  * peer that keeps sending instead is left unread until close_timeout drops
  * it (no reset sooner: our close frame may still be queued to it). */
-static int may_read(struct ws_conn *w)
+static inline int may_read(struct ws_conn *w)
 {
     if (w->failed || w->read_shut || w->s->failed)
         return 0;
@@ -424,12 +424,23 @@ struct ws_conn *ws_open(struct sock *s, const struct config_route *route,
     return w;
 }
 
+static void release(struct ws_conn *w)
+{
+    if (w->b != NULL) {
+        free(w->b->msg);
+        free(w->b);
+        w->b = NULL;
+    }
+    mem_move(&w->held, 0);
+    pool_free(&ws_pool, w);
+}
+
 void ws_free(struct ws_conn *w)
 {
     const struct module *m = w->route->module;
     if (m->on_close)
         m->on_close(w, w->close_received ? w->close_received : 1006);
-    ws_detach(w);
+    release(w);
 }
 
 const struct config_route *ws_route(const struct ws_conn *w)
@@ -454,13 +465,10 @@ int ws_export(struct ws_conn *w, uint8_t *state, size_t *state_len)
 
 void ws_detach(struct ws_conn *w)
 {
-    if (w->b != NULL) {
-        free(w->b->msg);
-        free(w->b);
-        w->b = NULL;
-    }
-    mem_move(&w->held, 0);
-    pool_free(&ws_pool, w);
+    const struct module *m = w->route->module;
+    if (m->on_close)
+        m->on_close(w, WS_MOVED); /* its state went with the connection */
+    release(w);
 }
 
 /* ---- The module's side -------------------------------------------------- */

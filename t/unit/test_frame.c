@@ -97,14 +97,20 @@ static void close_frames(void)
 static uint8_t sunk[1 << 21];
 static size_t sunk_len, sunk_cap = sizeof(sunk);
 
-static int sink(void *arg, const void *data, size_t len)
+static int sink1(const void *data, size_t len)
 {
-    (void)arg;
     if (sunk_len + len > sunk_cap)
         return -1;
-    memcpy(sunk + sunk_len, data, len);
+    if (len > 0)
+        memcpy(sunk + sunk_len, data, len);
     sunk_len += len;
     return 0;
+}
+
+static int sink(void *arg, const void *a, size_t alen, const void *b, size_t blen)
+{
+    (void)arg;
+    return sink1(a, alen) < 0 || sink1(b, blen) < 0 ? -1 : 0;
 }
 
 static size_t encode(int opcode, size_t len)
