@@ -13,13 +13,12 @@
 #include "mem.h"
 #include "migrate.h"
 #include "pool.h"
+#include "shed.h"
 #include "sock.h"
 #include "ws.h"
 
 /* A lingering peer may send this much before we stop being polite. */
 #define LINGER_MAX_BYTES (1u << 20)
-/* Holders looked for per walk over the connections (memory ceiling). */
-#define SHED_BATCH 16
 
 enum conn_state { CONN_HTTP, CONN_WS, CONN_LINGER, CONN_DEAD };
 
@@ -458,35 +457,23 @@ void conn_destroy_all(struct conn_env *e)
     end_of_turn(e->loop, &e->end_of_turn);
 }
 
-/* ---- Worker memory ceiling ---------------------------------------------- */
+/* ---- Worker memory ceiling (shed.c chooses) ----------------------------- */
 
-static size_t conn_held(const struct conn *c)
+size_t conn_held(const struct conn *c)
 {
     return sock_held(&c->s) + ws_held(c->ws);
 }
 
-/* The biggest holders among open WebSockets not already closing, biggest
- * first. A walk over every connection, but only while the worker is over
- * its ceiling, and each walk takes up to SHED_BATCH of them. */
-static unsigned heaviest(struct conn_env *e, struct conn **top, unsigned max)
+void conn_foreach_open(struct conn_env *e, void (*fn)(struct conn *c, void *arg), void *arg)
 {
-    unsigned n = 0;
     for (struct list *it = e->all.next; it != &e->all; it = it->next) {
         struct conn *c = list_entry(it, struct conn, link);
-        if (c->state != CONN_WS || c->queue == CONN_Q_CLOSING)
-            continue;
-        size_t h = conn_held(c);
-        if (h == 0 || (n == max && h <= conn_held(top[max - 1])))
-            continue;
-        unsigned i = n < max ? n++ : max - 1;
-        for (; i > 0 && conn_held(top[i - 1]) < h; i--)
-            top[i] = top[i - 1];
-        top[i] = c;
+        if (c->state == CONN_WS && c->queue != CONN_Q_CLOSING)
+            fn(c, arg);
     }
-    return n;
 }
 
-static void shed_one(struct conn *c)
+void conn_shed(struct conn *c)
 {
     char peer[64];
     size_t held = conn_held(c);
@@ -502,25 +489,13 @@ static void shed_one(struct conn *c)
     ws_after(c, f);
 }
 
-static void shed(struct conn_env *e)
-{
-    struct conn *top[SHED_BATCH];
-    while (mem_over()) {
-        unsigned n = heaviest(e, top, SHED_BATCH);
-        if (n == 0)
-            return; /* what is held is in handshakes and closing connections */
-        for (unsigned i = 0; i < n && mem_over(); i++)
-            shed_one(top[i]);
-    }
-}
-
 /* Over worker_memory_limit: the biggest holders go; then what this turn
  * closed is freed (the loop may still have held events for it). */
 static void end_of_turn(struct ev_loop *loop, struct ev_hook *h)
 {
     struct conn_env *e = list_entry(h, struct conn_env, end_of_turn);
     (void)loop;
-    shed(e);
+    shed_run(e);
     while (!list_empty(&e->dead_q)) {
         struct list *n = e->dead_q.next;
         list_remove(n);

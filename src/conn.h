@@ -56,9 +56,21 @@ void conn_close_oldest(struct conn_env *env, uint16_t code, unsigned max);
 /* Closes and frees everything at once (fast exit). */
 void conn_destroy_all(struct conn_env *env);
 
+struct conn;
+
+/* ---- For shed.c --------------------------------------------------------- */
+
+/* Bytes c holds beyond its fixed-size objects (mem.h). */
+size_t conn_held(const struct conn *c);
+/* Calls fn for every open WebSocket not already closing, once each. */
+void conn_foreach_open(struct conn_env *env, void (*fn)(struct conn *c, void *arg), void *arg);
+/* c is among the biggest holders of a worker over its memory ceiling: a
+ * message being received is dropped with 1009; a peer that does not read
+ * what it is owed is reset. Logged at warn with the peer and the bytes. */
+void conn_shed(struct conn *c);
+
 /* ---- For migrate.c ------------------------------------------------------ */
 
-struct conn;
 /* Visits open WebSockets: the keepalive queues first, in deadline order
  * (the receiver's queues then stay sorted cheaply), then the rest. Stops
  * when fn returns non-zero. fn may release the connection it is given. */

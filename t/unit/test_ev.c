@@ -20,8 +20,44 @@ static void fire(struct ev_loop *loop, struct ev_queue *q, struct ev_timer *t)
         ev_timer_start(loop, requeue, t, 100);
 }
 
+/* Deferred work: an item runs once per add, at the next ev_run_ready, and
+ * one that queues itself again runs at the turn after. */
+struct job {
+    struct list link;
+    int runs, again;
+};
+
+static void run_job(struct ev_loop *loop, struct ev_ready *q, struct list *item)
+{
+    struct job *j = list_entry(item, struct job, link);
+    (void)loop;
+    j->runs++;
+    if (j->again-- > 0)
+        ev_ready_add(q, &j->link);
+}
+
+static void deferred(void)
+{
+    struct ev_loop loop = { 0 };
+    struct ev_ready q;
+    struct job a = { .runs = 0 }, b = { .again = 1 };
+    list_init(&loop.readies);
+    ev_ready_init(&loop, &q, run_job);
+    list_init(&a.link);
+    list_init(&b.link);
+    ev_ready_add(&q, &a.link);
+    ev_ready_add(&q, &a.link);
+    ev_ready_add(&q, &b.link);
+    ev_run_ready(&loop);
+    ok(a.runs == 1 && b.runs == 1, "each queued item runs once, however often it was added");
+    ok(list_linked(&b.link) && !list_linked(&a.link), "an item queued by its callback waits");
+    ev_run_ready(&loop);
+    ok(a.runs == 1 && b.runs == 2 && !list_linked(&b.link), "...for the next turn");
+}
+
 int main(void)
 {
+    deferred();
     struct ev_loop loop = { 0 };
     struct ev_queue a, b;
     struct item it[4] = { { .id = 0 }, { .id = 1 }, { .id = 2 }, { .id = 3 } };
