@@ -5,11 +5,33 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#define HANDOFF_MAGIC 0x57534832u /* "WSH2": both ends run the same format */
+#define HANDOFF_MAGIC 0x57534832u /* "WSH2": with the module's state */
+/* "WSH1", the format before module state, is still read: a binary upgrade
+ * from that version hands its connections over too (with no state). */
+#define HANDOFF_MAGIC_V1 0x57534831u
 
 struct wire {
     uint32_t magic, silent_ms, path_len, pending_len, state_len;
 };
+
+/* Checks the header of a received message of n bytes into *w (a v1 header
+ * is one field shorter); its length, or 0 if the message is malformed. */
+static size_t wire_check(const char *buf, size_t n, struct wire *w)
+{
+    size_t hlen = sizeof(*w);
+    memset(w, 0, sizeof(*w));
+    memcpy(w, buf, n < sizeof(*w) ? n : sizeof(*w));
+    if (w->magic == HANDOFF_MAGIC_V1) {
+        hlen -= sizeof(w->state_len);
+        w->state_len = 0;
+    } else if (w->magic != HANDOFF_MAGIC) {
+        return 0;
+    }
+    if (n < hlen || w->path_len > HANDOFF_PATH_MAX || w->pending_len > HANDOFF_PENDING_MAX ||
+        w->state_len > HANDOFF_STATE_MAX || n != hlen + w->path_len + w->pending_len + w->state_len)
+        return 0;
+    return hlen;
+}
 
 /* Inbox sockets queue many connections; a 64 KiB message must still fit. */
 #define INBOX_SNDBUF (1 << 20)
@@ -83,18 +105,15 @@ int handoff_recv(int sock, struct handoff_conn *hc)
             return -1;
         int fd = take_fd(&msg);
         struct wire w;
-        memcpy(&w, buf, (size_t)n < sizeof(w) ? (size_t)n : sizeof(w));
-        if (fd < 0 || (size_t)n < sizeof(w) || w.magic != HANDOFF_MAGIC ||
-            w.path_len > HANDOFF_PATH_MAX || w.pending_len > HANDOFF_PENDING_MAX ||
-            w.state_len > HANDOFF_STATE_MAX ||
-            (size_t)n != sizeof(w) + w.path_len + w.pending_len + w.state_len) {
+        size_t hlen = wire_check(buf, (size_t)n, &w);
+        if (fd < 0 || hlen == 0) {
             if (fd >= 0)
                 close(fd); /* not ours to serve: a malformed message */
             continue;
         }
         hc->fd = fd;
         hc->silent_ms = w.silent_ms;
-        hc->path = buf + sizeof(w);
+        hc->path = buf + hlen;
         hc->path_len = w.path_len;
         hc->pending = hc->path + w.path_len;
         hc->pending_len = w.pending_len;

@@ -1,6 +1,6 @@
 /* The worker's memory budget. Every buffer a connection holds beyond its
  * fixed-size objects (request bytes, read leftovers, the message being
- * reassembled, output the peer has not taken, wslay's state) is counted
+ * reassembled, output the peer has not taken, what modules hold) is counted
  * here by the layer that owns it, so the worker knows what its connections
  * hold and can refuse to grow past worker_memory_limit. One budget per
  * process, like the pools; not thread-safe (workers are single-threaded). */

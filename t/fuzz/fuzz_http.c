@@ -12,6 +12,7 @@
 
 #include "fuzz_common.h"
 #include "http.h"
+#include "module.h"
 
 static struct config *cf_strict, *cf_open;
 
@@ -44,6 +45,26 @@ static void respond(const struct http_req *r, const char *buf, const struct conf
     }
 }
 
+/* The module's view of a complete request: every span it gives lies within
+ * the request. */
+static void view(const struct http_req *r, char *buf, size_t end)
+{
+    struct http_in in = { .req = *r, .buf = buf, .len = (uint32_t)end };
+    struct http_view v;
+    struct ws_request req;
+    static const char *const names[] = { "host", "Sec-WebSocket-Key", "x-missing", "origin" };
+    http_req_view(&in, end, &v, &req);
+    if (req.path < buf || req.path + req.path_len > buf + end ||
+        (req.query_len && req.query + req.query_len > buf + end))
+        abort();
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        size_t n = 0;
+        const char *h = ws_request_header(&req, names[i], &n);
+        if (h != NULL && (h < buf || h + n > buf + end))
+            abort();
+    }
+}
+
 static void run(const uint8_t *data, size_t size, uint32_t seed, const struct config *cf)
 {
     size_t cap = cf->max_header_size + 1, len = 0, end = 0;
@@ -67,6 +88,7 @@ static void run(const uint8_t *data, size_t size, uint32_t seed, const struct co
         if (end > len)
             abort(); /* the request cannot end past what was received */
         respond(r, buf, cf);
+        view(r, buf, end);
     } else {
         char out[512];
         http_error_response(res == HTTP_BAD ? r->bad_status : len >= cap ? 431 : 408, "fuzz", 0, out,
