@@ -11,9 +11,7 @@
 #include "http.h"
 #include "log.h"
 #include "mem.h"
-#include "migrate.h"
 #include "pool.h"
-#include "shed.h"
 #include "sock.h"
 #include "ws.h"
 
@@ -249,8 +247,8 @@ static void ws_after(struct conn *c, unsigned f)
         return;
     }
     ws_timers(c, f);
-    if (c->env->mig != NULL)
-        migrate_try(c->env->mig, c);
+    if (c->env->after_ws != NULL)
+        c->env->after_ws(c, c->env->after_arg);
 }
 
 static void ws_step(struct conn *c)
@@ -489,13 +487,12 @@ void conn_shed(struct conn *c)
     ws_after(c, f);
 }
 
-/* Over worker_memory_limit: the biggest holders go; then what this turn
- * closed is freed (the loop may still have held events for it). */
+/* What this turn closed is freed (the loop may still have held events for
+ * it), and memory given back. */
 static void end_of_turn(struct ev_loop *loop, struct ev_hook *h)
 {
     struct conn_env *e = list_entry(h, struct conn_env, end_of_turn);
     (void)loop;
-    shed_run(e);
     while (!list_empty(&e->dead_q)) {
         struct list *n = e->dead_q.next;
         list_remove(n);

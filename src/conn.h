@@ -12,8 +12,8 @@
 #include "list.h"
 
 struct config;
+struct conn;
 struct handoff_conn;
-struct migrate;
 
 /* Timer queues (the loop's, ev.h). A connection waits in at most one. Each
  * queue has one fixed timeout, so appending keeps it in deadline order and
@@ -35,8 +35,11 @@ struct conn_env {
     struct list all;            /* every live connection */
     struct ev_queue queues[CONN_Q_COUNT]; /* [CONN_Q_NONE] is unused */
     struct list dead_q;         /* closed during this turn: freed after it */
-    struct ev_hook end_of_turn; /* memory ceiling, then freeing dead_q */
-    struct migrate *mig;        /* set while handing connections over */
+    struct ev_hook end_of_turn; /* freeing dead_q */
+    /* Called after every run of an open WebSocket that did not end it:
+     * how migrate.c moves connections at a clean point. */
+    void (*after_ws)(struct conn *c, void *arg);
+    void *after_arg;
     unsigned nconns;
     unsigned long adopted;
 };

@@ -82,6 +82,11 @@ void ev_queue_init(struct ev_loop *loop, struct ev_queue *q, ev_timer_cb *cb)
     list_append(&loop->queues, &q->link);
 }
 
+void ev_queue_del(struct ev_queue *q)
+{
+    list_remove(&q->link);
+}
+
 void ev_timer_init(struct ev_timer *t)
 {
     list_init(&t->link);

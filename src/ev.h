@@ -88,6 +88,8 @@ void ev_del(struct ev_loop *loop, struct ev_io *io);
 int  ev_poll(struct ev_loop *loop, int timeout_ms);
 /* Registers q with the loop; its timers expire through cb. */
 void ev_queue_init(struct ev_loop *loop, struct ev_queue *q, ev_timer_cb *cb);
+/* Unregisters q; its timers must be stopped first. */
+void ev_queue_del(struct ev_queue *q);
 void ev_timer_init(struct ev_timer *t);
 /* (Re)starts t in q, due timeout_ms after loop->now, behind the others. */
 void ev_timer_start(struct ev_loop *loop, struct ev_queue *q, struct ev_timer *t,

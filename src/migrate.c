@@ -65,8 +65,10 @@ static int send_any(struct migrate *m, const struct handoff_conn *hc)
     return full ? 1 : -1;
 }
 
-void migrate_try(struct migrate *m, struct conn *c)
+/* After a run of c (conn.h's after_ws): moves it if it is at a clean point. */
+static void try_move(struct conn *c, void *arg)
 {
+    struct migrate *m = arg;
     struct handoff_conn hc;
     uint8_t state[WS_STATE_MAX];
     if (!m->live || m->full)
@@ -91,7 +93,7 @@ void migrate_try(struct migrate *m, struct conn *c)
 static int visit_one(struct conn *c, void *arg)
 {
     struct migrate *m = arg;
-    migrate_try(m, c);
+    try_move(c, m);
     return !m->live || m->full;
 }
 
@@ -108,21 +110,21 @@ static void on_retry(struct ev_loop *loop, struct ev_queue *q, struct ev_timer *
     retry(list_entry(q, struct migrate, retry_q));
 }
 
-void migrate_begin(struct conn_env *env, int *targets, unsigned n)
+struct migrate *migrate_begin(struct migrate *m, struct conn_env *env, int *targets, unsigned n)
 {
-    struct migrate *m = env->mig;
     if (m == NULL) {
         if ((m = calloc(1, sizeof(*m))) == NULL) {
             log_error("handoff: out of memory; connections drain here");
             for (unsigned i = 0; i < n; i++)
                 close(targets[i]);
             free(targets);
-            return;
+            return NULL;
         }
         m->env = env;
         ev_queue_init(env->loop, &m->retry_q, on_retry);
         ev_timer_init(&m->retry_t);
-        env->mig = m;
+        env->after_ws = try_move;
+        env->after_arg = m;
     }
     close_targets(m);
     m->targets = targets;
@@ -130,21 +132,23 @@ void migrate_begin(struct conn_env *env, int *targets, unsigned n)
     m->next_target = 0;
     m->live = n > 0;
     retry(m);
+    return m;
 }
 
-unsigned long migrate_handed(const struct conn_env *env)
+unsigned long migrate_handed(const struct migrate *m)
 {
-    return env->mig ? env->mig->handed : 0;
+    return m ? m->handed : 0;
 }
 
-void migrate_end(struct conn_env *env)
+void migrate_end(struct migrate *m)
 {
-    if (env->mig == NULL)
+    if (m == NULL)
         return;
-    close_targets(env->mig);
-    ev_timer_stop(&env->mig->retry_t);
-    free(env->mig);
-    env->mig = NULL;
+    m->env->after_ws = NULL;
+    close_targets(m);
+    ev_timer_stop(&m->retry_t);
+    ev_queue_del(&m->retry_q);
+    free(m);
 }
 
 int migrate_adopt(struct conn_env *env, const struct handoff_conn *hc)

@@ -14,14 +14,14 @@ struct handoff_conn;
 struct migrate;
 
 /* From now on, hands env's connections to targets (inbox write ends,
- * taken over, replacing earlier ones); when every inbox is full, a timer
- * tries again a few milliseconds later. */
-void migrate_begin(struct conn_env *env, int *targets, unsigned n);
-/* After a run of c: moves it if it is at a clean point now. */
-void migrate_try(struct migrate *m, struct conn *c);
-/* Connections handed over so far (0 without migrate_begin). */
-unsigned long migrate_handed(const struct conn_env *env);
-void migrate_end(struct conn_env *env);
+ * taken over); when every inbox is full, a timer tries again a few
+ * milliseconds later. m: the handoff already under way (its targets are
+ * replaced), or NULL. Returns the handoff (NULL, logged, if out of memory:
+ * the connections drain here). */
+struct migrate *migrate_begin(struct migrate *m, struct conn_env *env, int *targets, unsigned n);
+/* Connections handed over so far (0 for NULL). */
+unsigned long migrate_handed(const struct migrate *m);
+void migrate_end(struct migrate *m);
 /* Serves a connection handed over by another worker; hc->fd becomes ours.
  * A path the new configuration no longer routes is closed with 1012. */
 int  migrate_adopt(struct conn_env *env, const struct handoff_conn *hc);

@@ -27,8 +27,16 @@ static void consider(struct conn *c, void *arg)
     t->held[i] = h;
 }
 
-void shed_run(struct conn_env *env)
+static struct {
+    struct ev_hook hook;
+    struct conn_env *env;
+} H;
+
+static void shed_run(struct ev_loop *loop, struct ev_hook *h)
 {
+    struct conn_env *env = H.env;
+    (void)loop;
+    (void)h;
     while (mem_over()) {
         struct top t = { .n = 0 };
         conn_foreach_open(env, consider, &t);
@@ -37,4 +45,10 @@ void shed_run(struct conn_env *env)
         for (unsigned i = 0; i < t.n && mem_over(); i++)
             conn_shed(t.c[i]);
     }
+}
+
+void shed_setup(struct ev_loop *loop, struct conn_env *env)
+{
+    H.env = env;
+    ev_hook_add(loop, &H.hook, shed_run);
 }

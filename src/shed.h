@@ -8,8 +8,11 @@
 
 #define SHED_BATCH 16
 
+#include "ev.h"
+
 struct conn_env;
 
-void shed_run(struct conn_env *env);
+/* Registers the ceiling's end-of-turn work for env's connections. */
+void shed_setup(struct ev_loop *loop, struct conn_env *env);
 
 #endif

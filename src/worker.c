@@ -22,6 +22,7 @@
 #include "mem.h"
 #include "migrate.h"
 #include "modules.h"
+#include "shed.h"
 #include "sock.h"
 #include "wstimer.h"
 #include "proctitle.h"
@@ -43,6 +44,7 @@ static struct {
     const struct worker_args *a;
     struct ev_loop loop;
     struct conn_env env;
+    struct migrate *mig;        /* handing connections over (reload) */
     struct listener_io *ls;
     struct ev_io channel;
     struct ev_io inbox;         /* fd -1 once every sender is gone */
@@ -193,7 +195,7 @@ static void handoff_go(void)
             close(W.targets[i]);
         free(W.targets);
     } else {
-        migrate_begin(&W.env, W.targets, W.ntargets);
+        W.mig = migrate_begin(W.mig, &W.env, W.targets, W.ntargets);
         log_info("worker #%u gen %u: handing %u connections to %u new workers",
                  W.a->slot, W.a->generation, before, W.ntargets);
     }
@@ -273,6 +275,7 @@ static int setup(const struct worker_args *a)
     sock_setup(&W.loop);
     ws_timer_setup(&W.loop);
     conn_env_init(&W.env, a->cf, &W.loop);
+    shed_setup(&W.loop, &W.env);
     if (modules_init() < 0)
         return -1;
     ev_queue_init(&W.loop, &W.timers, on_timer);
@@ -414,9 +417,9 @@ void worker_main(const struct worker_args *a)
         }
     }
     log_info("worker #%u gen %u exiting (%lu connections handed over, %lu taken over)",
-             a->slot, a->generation, migrate_handed(&W.env), W.env.adopted);
+             a->slot, a->generation, migrate_handed(W.mig), W.env.adopted);
     close_listeners(0);
-    migrate_end(&W.env);
+    migrate_end(W.mig);
     conn_destroy_all(&W.env);
     modules_exit();
     ev_loop_free(&W.loop);

@@ -70,7 +70,7 @@ int main(int argc, char **argv)
     threads_init();
     run_prepare(&r);
     run_modes(&r);
-    report(&r);
+    report_print(&r);
     threads_free();
     return 0;
 }

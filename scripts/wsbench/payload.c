@@ -20,7 +20,7 @@ static size_t id_len(void)
 }
 
 /* Hex in text mode: a text frame must be valid UTF-8. */
-static void gen_id(uint8_t *d, uint32_t id, uint64_t seq)
+static void put_conn_id(uint8_t *d, uint32_t id, uint64_t seq)
 {
     if (O.text) {
         static const char hx[] = "0123456789abcdef";
@@ -101,7 +101,7 @@ size_t payload_build(uint8_t *d, uint32_t id, uint64_t seq, const uint8_t *pat, 
     uint8_t *p = d + h;
     uint8_t idb[ID_TXT];
     size_t il = id_len();
-    gen_id(idb, id, seq);
+    put_conn_id(idb, id, seq);
     memcpy(p, idb, il);
     memcpy(p + il, pat + pat_off(id, seq), O.size - il);
     mask_xor(p, O.size, mk);
@@ -115,7 +115,7 @@ int payload_verify(const uint8_t *d, size_t k, uint64_t off, uint32_t id, uint64
     size_t il = id_len();
     size_t i = 0;
     if (off < il) {
-        gen_id(idb, id, seq);
+        put_conn_id(idb, id, seq);
         for (; i < k && off + i < il; i++)
             if (d[i] != idb[off + i]) {
                 *diff = (struct payload_diff){off + i, d[i], idb[off + i]};

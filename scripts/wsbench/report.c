@@ -161,7 +161,7 @@ static void result_tail(const struct run *r, const struct totals *m)
            s[ST_CLOSE_NOREPLY], m->errors);
 }
 
-void report(const struct run *r)
+void report_print(const struct run *r)
 {
     static struct totals m;
     compute(r, &m);

@@ -6,7 +6,7 @@
  * formats are an interface: change them only together with those scripts.
  *
  * Contract:
- *   report(r)  after run_modes(r) (workers joined): sums the workers'
+ *   report_print(r)  after run_modes(r) (workers joined): sums the workers'
  *       counters and histograms, prints both parts and flushes stdout.
  *       Rates are per second of the window (-d), not of the whole run.
  */
@@ -15,6 +15,6 @@
 
 #include "modes.h"
 
-void report(const struct run *r);
+void report_print(const struct run *r);
 
 #endif
