@@ -179,3 +179,46 @@ def test_stream_and_delayed_echo_move_on_reload_and_go_on(server_factory):
     log = srv.log_text()
     assert "handing 2 connections" in log
     assert "1012" not in log
+
+
+# ---------------------------------------------------------------- broadcast
+
+ROOM = {"/": "echo", "/room": "broadcast", "/self": {"module": "broadcast", "self": 1}}
+
+
+def test_broadcast_reaches_members_that_send_nothing(server_factory):
+    """Sending to another connection wakes it: the listeners never send,
+    so nothing but the sender's message can make them write."""
+    srv = modules_server(server_factory, routes=ROOM)
+
+    async def scenario():
+        async with ws_connect(srv.port, "/room") as a, ws_connect(srv.port, "/room") as b, \
+                ws_connect(srv.port, "/room") as c, ws_connect(srv.port, "/self") as s:
+            await asyncio.sleep(0.2)
+            t0 = time.monotonic()
+            await a.send("to all")
+            got = [await asyncio.wait_for(x.recv(), 2) for x in (b, c)]
+            took = time.monotonic() - t0
+            await s.send(b"me too")
+            mine = await asyncio.wait_for(s.recv(), 2)
+            with pytest.raises(asyncio.TimeoutError):
+                await asyncio.wait_for(a.recv(), 0.3)   # not to the sender
+            return got, took, mine
+    got, took, mine = run_async(scenario())
+    assert got == ["to all", "to all"]
+    assert took < 0.5, took                  # not waiting for a read or a ping
+    assert mine == b"me too"                 # self: 1
+
+
+def test_broadcast_connections_are_drained_with_1012_on_reload(server_factory):
+    """broadcast has no export: on a reload with handoff its connections get
+    1012, while the echo connection beside them moves."""
+    srv = modules_server(server_factory, routes=ROOM, reload_handoff=None, shutdown_timeout="10s")
+    member, echo = RawWS(srv.port, path="/room"), RawWS(srv.port, path="/")
+    assert echo.echo(b"before") == b"before"
+    srv.send_signal(signal.SIGHUP)
+    srv.wait_log("generation 2 ready", what="generation 2 ready")
+    code, reason, _ = member.recv_close(timeout=10)
+    assert (code, reason) == (1012, b"server restarting")
+    assert echo.echo(b"after") == b"after"
+    echo.close()
