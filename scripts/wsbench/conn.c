@@ -14,10 +14,12 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "handshake.h"
 #include "inbound.h"
 #include "options.h"
 #include "payload.h"
-#include "thread.h"
+#include "run.h"
+#include "stats.h"
 #include "util.h"
 
 #ifndef IP_BIND_ADDRESS_NO_PORT
@@ -145,6 +147,27 @@ void fill_and_send(struct conn *c, uint64_t max, uint64_t now)
     flush_out(c);
 }
 
+/* Carries out inbound's verdicts. A ping stops the parse so that its pong
+ * goes out before anything later in the same read is acted on. Returns -1
+ * if the connection died. */
+static int take_frames(struct conn *c, const uint8_t *p, size_t n, uint64_t now)
+{
+    for (;;) {
+        size_t used;
+        enum ws_verdict v = ws_consume(c, p, n, now, &used);
+        if (v == WS_OK)
+            return 0;
+        if (v == WS_KILL) {
+            conn_kill(c);
+            return -1;
+        }
+        if (send_ctrl(c, 10, c->ctrl, c->ctrl_len) < 0)
+            return -1;
+        p += used;
+        n -= used;
+    }
+}
+
 void hs_fail(struct conn *c, const char *why, int status)
 {
     struct thr *t = c->t;
@@ -214,7 +237,7 @@ static int hs_consume(struct conn *c, const uint8_t *p, size_t n, uint64_t now)
         connrate_recycle(c, now);
         return -1;
     }
-    if (extra_off < n && ws_consume(c, p + extra_off, n - extra_off, now) < 0)
+    if (extra_off < n && take_frames(c, p + extra_off, n - extra_off, now) < 0)
         return -1;
     on_open(c, now);
     return c->state == C_DEAD ? -1 : 0;
@@ -338,7 +361,7 @@ static void on_readable(struct conn *c)
         if (n > 0) {
             uint64_t now = now_ns();
             int r = c->state == C_HANDSHAKE ? hs_consume(c, t->rbuf, (size_t)n, now)
-                                            : ws_consume(c, t->rbuf, (size_t)n, now);
+                                            : take_frames(c, t->rbuf, (size_t)n, now);
             if (r < 0)
                 return;
             if ((size_t)n < RBUF_SIZE)

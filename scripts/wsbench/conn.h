@@ -1,7 +1,9 @@
 /*
  * conn — one client connection: non-blocking connect, the opening
  * handshake, and sending; driven by its worker's edge-triggered epoll.
- * All functions run on the owning worker thread only.
+ * All functions run on the owning worker thread only. The record itself,
+ * struct conn, is in run.h; what the server sends is parsed by inbound.h,
+ * whose verdicts (answer a ping, drop the connection) are carried out here.
  *
  * Contract:
  *   State moves C_IDLE -> C_CONNECTING -> C_HANDSHAKE -> C_OPEN
@@ -28,30 +30,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "handshake.h"
-
-enum cstate { C_IDLE, C_CONNECTING, C_HANDSHAKE, C_OPEN, C_CLOSING, C_DEAD };
-
-struct thr;
-
-struct conn {
-    int fd;
-    uint8_t state;
-    uint8_t in_payload, f_op, f_fin, msg_op, fh_have, fh_need, ctrl_len;
-    uint8_t poke;
-    uint32_t id;
-    struct thr *t;
-    uint64_t send_seq, recv_seq;
-    uint32_t inflight;
-    uint32_t out_len, out_off, out_cap;
-    uint8_t *out;
-    uint64_t *ts; /* send timestamps, ring of O.inflight */
-    struct hsbuf *hs;
-    uint64_t t_start; /* connect start */
-    uint64_t f_len, f_off, msg_off;
-    uint8_t fh[14];
-    uint8_t ctrl[125];
-};
+struct conn; /* run.h */
 
 int conn_start(struct conn *c, uint64_t now);
 void conn_on_event(struct conn *c, uint32_t ev);

@@ -6,15 +6,17 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "conn.h"
 #include "options.h"
 #include "payload.h"
-#include "thread.h"
+#include "run.h"
+#include "stats.h"
 #include "util.h"
 
-static void mismatch(struct conn *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* The failure paths below count and log, then return WS_KILL for the
+ * caller to pass up unchanged. */
+static int mismatch(struct conn *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-static void mismatch(struct conn *c, const char *fmt, ...)
+static int mismatch(struct conn *c, const char *fmt, ...)
 {
     char buf[256];
     va_list ap;
@@ -23,37 +25,32 @@ static void mismatch(struct conn *c, const char *fmt, ...)
     va_end(ap);
     c->t->st[ST_E_MISMATCH]++;
     elog(ST_E_MISMATCH, "conn %u seq %" PRIu64 ": mismatch: %s", c->id, c->recv_seq, buf);
-    conn_kill(c);
+    return WS_KILL;
 }
 
-static void proto_error(struct conn *c, const char *why)
+static int proto_error(struct conn *c, const char *why)
 {
     c->t->st[ST_E_PROTO]++;
     elog(ST_E_PROTO, "conn %u: protocol error from server: %s", c->id, why);
-    conn_kill(c);
+    return WS_KILL;
 }
 
 static int verify(struct conn *c, const uint8_t *d, size_t k, uint64_t off)
 {
     struct payload_diff df;
     if (payload_verify(d, k, off, c->id, c->recv_seq, c->t->pat, &df) == 0)
-        return 0;
-    mismatch(c, "byte %" PRIu64 ": got 0x%02x, sent 0x%02x", df.off, df.got, df.sent);
-    return -1;
+        return WS_OK;
+    return mismatch(c, "byte %" PRIu64 ": got 0x%02x, sent 0x%02x", df.off, df.got, df.sent);
 }
 
 /* Echoes come back in order, so the oldest send timestamp is this one's. */
-static void message_done(struct conn *c, uint64_t now)
+static int message_done(struct conn *c, uint64_t now)
 {
     struct thr *t = c->t;
-    if (c->msg_off != O.size) {
-        mismatch(c, "message of %" PRIu64 " bytes, sent %zu", c->msg_off, O.size);
-        return;
-    }
-    if (c->inflight == 0) {
-        mismatch(c, "unsolicited message");
-        return;
-    }
+    if (c->msg_off != O.size)
+        return mismatch(c, "message of %" PRIu64 " bytes, sent %zu", c->msg_off, O.size);
+    if (c->inflight == 0)
+        return mismatch(c, "unsolicited message");
     uint64_t lat = now - c->ts[c->recv_seq % (uint64_t)O.inflight];
     c->recv_seq++;
     c->inflight--;
@@ -70,9 +67,10 @@ static void message_done(struct conn *c, uint64_t now)
         t->hist_n++;
     }
     c->msg_op = 0;
+    return WS_OK;
 }
 
-static void close_frame(struct conn *c)
+static int close_frame(struct conn *c)
 {
     struct thr *t = c->t;
     int code = c->ctrl_len >= 2 ? (c->ctrl[0] << 8 | c->ctrl[1]) : 1005;
@@ -83,9 +81,11 @@ static void close_frame(struct conn *c)
         elog(ST_E_CLOSE, "conn %u: server sent close %d '%.*s' (inflight %u)", c->id, code,
              c->ctrl_len > 2 ? c->ctrl_len - 2 : 0, (const char *)c->ctrl + 2, c->inflight);
     }
-    conn_kill(c);
+    return WS_KILL;
 }
 
+/* A ping's payload stays in c->ctrl for the pong: it is cleared when the
+ * next frame starts, not here. */
 static int frame_done(struct conn *c, uint64_t now)
 {
     c->in_payload = 0;
@@ -93,20 +93,13 @@ static int frame_done(struct conn *c, uint64_t now)
     c->fh_need = 2;
     switch (c->f_op) {
     case 0: case 1: case 2:
-        if (c->f_fin)
-            message_done(c, now);
-        break;
-    case 9: /* ping */
-        send_ctrl(c, 10, c->ctrl, c->ctrl_len);
-        break;
-    case 10:
-        break;
+        return c->f_fin ? message_done(c, now) : WS_OK;
+    case 9:
+        return WS_PONG;
     case 8:
-        close_frame(c);
-        break;
+        return close_frame(c);
     }
-    c->ctrl_len = 0;
-    return c->state == C_DEAD ? -1 : 0;
+    return WS_OK; /* a pong */
 }
 
 /* Copies header bytes; once the first two are in, the full header length
@@ -144,48 +137,44 @@ static int check_opcode(struct conn *c)
 {
     int expect_op = O.text ? 1 : 2;
     if (c->f_op >= 8) {
-        if (!c->f_fin || c->f_len > 125 || (c->f_op != 8 && c->f_op != 9 && c->f_op != 10)) {
-            proto_error(c, "bad control frame");
-            return -1;
-        }
+        if (!c->f_fin || c->f_len > 125 || (c->f_op != 8 && c->f_op != 9 && c->f_op != 10))
+            return proto_error(c, "bad control frame");
     } else if (c->f_op == 0) {
-        if (!c->msg_op) { proto_error(c, "continuation without a message"); return -1; }
+        if (!c->msg_op)
+            return proto_error(c, "continuation without a message");
     } else if (c->f_op == 1 || c->f_op == 2) {
-        if (c->msg_op) { proto_error(c, "new message inside a fragmented one"); return -1; }
-        if (c->f_op != expect_op) {
-            mismatch(c, "opcode %d, sent %d", c->f_op, expect_op);
-            return -1;
-        }
+        if (c->msg_op)
+            return proto_error(c, "new message inside a fragmented one");
+        if (c->f_op != expect_op)
+            return mismatch(c, "opcode %d, sent %d", c->f_op, expect_op);
         c->msg_op = c->f_op;
         c->msg_off = 0;
     } else {
-        proto_error(c, "reserved opcode");
-        return -1;
+        return proto_error(c, "reserved opcode");
     }
-    return 0;
+    return WS_OK;
 }
 
 static int start_frame(struct conn *c, uint64_t now)
 {
     uint8_t b0 = c->fh[0], b1 = c->fh[1];
-    if (b1 & 0x80) { proto_error(c, "masked frame"); return -1; }
-    if (b0 & 0x70) { proto_error(c, "RSV bits set"); return -1; }
+    if (b1 & 0x80)
+        return proto_error(c, "masked frame");
+    if (b0 & 0x70)
+        return proto_error(c, "RSV bits set");
     c->f_fin = b0 >> 7;
     c->f_op = b0 & 15;
     c->f_len = header_payload_len(c->fh);
     c->f_off = 0;
-    if (check_opcode(c) < 0)
-        return -1;
+    c->ctrl_len = 0;
+    if (check_opcode(c) != WS_OK)
+        return WS_KILL;
     /* Checked on the header, before buffering: a server gone wrong must not
      * make us read gigabytes to find out. */
-    if (c->f_op < 8 && c->msg_off + c->f_len > O.size) {
-        mismatch(c, "message longer than %zu bytes", O.size);
-        return -1;
-    }
+    if (c->f_op < 8 && c->msg_off + c->f_len > O.size)
+        return mismatch(c, "message longer than %zu bytes", O.size);
     c->in_payload = 1;
-    if (c->f_len == 0 && frame_done(c, now) < 0)
-        return -1;
-    return 0;
+    return c->f_len == 0 ? frame_done(c, now) : WS_OK;
 }
 
 /* Data is verified as it streams in and never stored: a message may be
@@ -193,38 +182,35 @@ static int start_frame(struct conn *c, uint64_t now)
 static int take_payload(struct conn *c, const uint8_t *p, size_t k)
 {
     if (c->f_op < 8) {
-        if (verify(c, p, k, c->msg_off) < 0)
-            return -1;
+        if (verify(c, p, k, c->msg_off) != WS_OK)
+            return WS_KILL;
         c->msg_off += k;
     } else {
         memcpy(c->ctrl + c->ctrl_len, p, k);
         c->ctrl_len += (uint8_t)k;
     }
     c->f_off += k;
-    return 0;
+    return WS_OK;
 }
 
-int ws_consume(struct conn *c, const uint8_t *p, size_t n, uint64_t now)
+enum ws_verdict ws_consume(struct conn *c, const uint8_t *p, size_t n, uint64_t now, size_t *used)
 {
-    while (n > 0) {
+    size_t i = 0;
+    int r = WS_OK;
+    while (i < n && r == WS_OK) {
         if (!c->in_payload) {
-            size_t k = take_header(c, p, n);
-            p += k;
-            n -= k;
-            if (c->fh_have < c->fh_need)
-                continue;
-            if (start_frame(c, now) < 0)
-                return -1;
+            i += take_header(c, p + i, n - i);
+            if (c->fh_have == c->fh_need)
+                r = start_frame(c, now);
             continue;
         }
         uint64_t rem = c->f_len - c->f_off;
-        size_t k = rem < n ? (size_t)rem : n;
-        if (take_payload(c, p, k) < 0)
-            return -1;
-        p += k;
-        n -= k;
-        if (c->f_off == c->f_len && frame_done(c, now) < 0)
-            return -1;
+        size_t k = rem < n - i ? (size_t)rem : n - i;
+        r = take_payload(c, p + i, k);
+        i += k;
+        if (r == WS_OK && c->f_off == c->f_len)
+            r = frame_done(c, now);
     }
-    return 0;
+    *used = i;
+    return (enum ws_verdict)r;
 }

@@ -11,6 +11,7 @@
 
 #include "handshake.h"
 #include "options.h"
+#include "run.h"
 #include "thread.h"
 #include "util.h"
 

@@ -12,15 +12,14 @@
 #include <unistd.h>
 
 #include "conn.h"
+#include "handshake.h"
+#include "options.h"
 #include "payload.h"
+#include "run.h"
 #include "util.h"
 
 #define MAX_EVENTS 1024
 #define SCAN_NS 200000000u /* timeout scan period */
-
-struct thr thr[MAX_THREADS];
-atomic_int g_phase = P_CONNECT;
-_Atomic uint64_t g_win_start = 0, g_win_end = UINT64_MAX;
 
 /* Workers count in plain st[] (no atomics on the hot path) and copy them
  * out here for the main thread's progress and phase conditions. */
