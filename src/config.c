@@ -16,7 +16,9 @@
 #include "module.h"
 #include "modules.h"
 
+#include "conflisten.h"
 #include "confval.h"
+#include "tls.h"
 
 static unsigned online_cpus(unsigned max)
 {
@@ -50,82 +52,6 @@ static int parse_log_level(struct parse *p, yaml_node_t *n, struct config *cf, c
     if (log_level_parse(s, &cf->log_level) < 0)
         return conf_fail(p, n, "%s: expected debug, info, notice, warn or error, got '%s'",
                     k->name, s);
-    return 0;
-}
-
-/* "1.2.3.4:80", "*:80" or "[::1]:80" into a socket address. */
-static int address_parse(const char *s, struct config_listen *l)
-{
-    char host[INET6_ADDRSTRLEN + 2];
-    const char *colon = strrchr(s, ':');
-    const char *unit;
-    uint64_t port;
-    if (colon == NULL || (size_t)(colon - s) >= sizeof(host))
-        return -1;
-    if (conf_number(colon + 1, &port, &unit) < 0 || *unit || port < 1 || port > 65535)
-        return -1;
-    memcpy(host, s, (size_t)(colon - s));
-    host[colon - s] = '\0';
-    memset(l, 0, sizeof(*l));
-    if (host[0] == '[') {
-        size_t len = strlen(host);
-        struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&l->addr;
-        if (len < 3 || host[len - 1] != ']')
-            return -1;
-        host[len - 1] = '\0';
-        if (inet_pton(AF_INET6, host + 1, &a6->sin6_addr) != 1)
-            return -1;
-        a6->sin6_family = AF_INET6;
-        a6->sin6_port = htons((uint16_t)port);
-        l->addrlen = sizeof(*a6);
-        snprintf(l->text, sizeof(l->text), "[%s]:%u", host + 1, (unsigned)port);
-        return 0;
-    }
-    struct sockaddr_in *a4 = (struct sockaddr_in *)&l->addr;
-    if (strcmp(host, "*") == 0)
-        a4->sin_addr.s_addr = htonl(INADDR_ANY);
-    else if (inet_pton(AF_INET, host, &a4->sin_addr) != 1)
-        return -1;
-    a4->sin_family = AF_INET;
-    a4->sin_port = htons((uint16_t)port);
-    l->addrlen = sizeof(*a4);
-    snprintf(l->text, sizeof(l->text), "%s:%u", host, (unsigned)port);
-    return 0;
-}
-
-static int add_listen(struct parse *p, yaml_node_t *n, struct config *cf)
-{
-    const char *s = conf_scalar(p, n, "listen");
-    struct config_listen l;
-    if (s == NULL)
-        return -1;
-    if (address_parse(s, &l) < 0)
-        return conf_fail(p, n, "listen: invalid address '%s' (expected IPv4:port, *:port "
-                    "or [IPv6]:port with a port in 1..65535)", s);
-    for (size_t i = 0; i < cf->nlisten; i++)
-        if (strcmp(cf->listen[i].text, l.text) == 0)
-            return conf_fail(p, n, "listen: duplicate address '%s'", s);
-    struct config_listen *grown = realloc(cf->listen, (cf->nlisten + 1) * sizeof(*grown));
-    if (grown == NULL)
-        return conf_fail(p, n, "listen: out of memory");
-    cf->listen = grown;
-    cf->listen[cf->nlisten++] = l;
-    return 0;
-}
-
-static int parse_listen(struct parse *p, yaml_node_t *n, struct config *cf, const struct key *k)
-{
-    cf->nlisten = 0;
-    if (n->type == YAML_SCALAR_NODE)
-        return add_listen(p, n, cf);
-    if (n->type != YAML_SEQUENCE_NODE)
-        return conf_fail(p, n, "%s: expected a list of addresses", k->name);
-    for (yaml_node_item_t *it = n->data.sequence.items.start;
-         it < n->data.sequence.items.top; it++)
-        if (add_listen(p, yaml_document_get_node(&p->doc, *it), cf) < 0)
-            return -1;
-    if (cf->nlisten == 0)
-        return conf_fail(p, n, "%s: at least one address is required", k->name);
     return 0;
 }
 
@@ -348,7 +274,7 @@ static int parse_subprotocols(struct parse *p, yaml_node_t *n, struct config *cf
 #define OFF(f) offsetof(struct config, f)
 static const struct key keys[] = {
     { "worker_processes",   parse_workers,   0, 1, 512 },
-    { "listen",             parse_listen,    0, 0, 0 },
+    { "listen",             conf_listen,     0, 0, 0 },
     { "pid_file",           conf_string,    OFF(pid_file), 0, 0 },
     { "error_log",          conf_string,    OFF(error_log), 0, 0 },
     { "log_level",          parse_log_level, 0, 0, 0 },
@@ -407,7 +333,7 @@ static int defaults(struct config *cf)
     if (!cf->pid_file || !cf->error_log || !cf->listen || !cf->routes)
         return -1;
     cf->nlisten = 1;
-    address_parse("127.0.0.1:8080", &cf->listen[0]);
+    conf_listen_default(&cf->listen[0]);
     cf->nroutes = 1;
     cf->routes[0] = (struct config_route){ strdup("/"), modules_find("echo"), NULL, cf };
     return cf->routes[0].path ? 0 : -1;
@@ -495,6 +421,8 @@ struct config *config_load(const char *file, char err[CONFIG_ERR_MAX])
         rc = parse_root(&p, cf);
         yaml_document_delete(&p.doc);
     }
+    if (rc == 0)
+        rc = tls_load(cf, err); /* every certificate and key, checked now */
     fclose(f);
     if (rc < 0) {
         config_free(cf);
@@ -509,7 +437,7 @@ void config_free(struct config *cf)
         return;
     routes_clear(cf);
     free(cf->routes);
-    free(cf->listen);
+    conf_listen_free(cf);
     free(cf->pid_file);
     free(cf->error_log);
     free(cf->user);

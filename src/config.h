@@ -12,10 +12,32 @@
 
 struct module;
 
+/* A certificate chain (leaf first) and its key, PEM files. */
+struct config_cert {
+    char *certificate;
+    char *key;
+    unsigned line, col;         /* of the certificate's node, for errors */
+};
+
+/* A listener's TLS settings (conflisten.h), and the contexts tls.h made. */
+struct config_tls {
+    char file[256];             /* the config file, for errors */
+    struct config_cert main;    /* clients without SNI, or an unknown name */
+    struct config_cert *extra;  /* chosen by SNI */
+    size_t nextra;
+    int min_version, max_version; /* 12 or 13: TLS 1.2 / 1.3 */
+    char *ciphers;              /* TLS 1.2 list; NULL: Mozilla "intermediate" */
+    char *ciphersuites;         /* TLS 1.3; NULL: OpenSSL's default */
+    int session_tickets;
+    void *ctx;                  /* SSL_CTX of main */
+    void **extra_ctx;           /* SSL_CTX of each extra */
+};
+
 struct config_listen {
     struct sockaddr_storage addr;
     socklen_t addrlen;
     char text[64]; /* "127.0.0.1:8080" / "[::1]:8080", for logs and matching */
+    struct config_tls *tls;     /* NULL: plain */
 };
 
 struct config;

@@ -13,6 +13,7 @@
 #include "mem.h"
 #include "pool.h"
 #include "sock.h"
+#include "tls.h"
 #include "ws.h"
 
 /* A lingering peer may send this much before we stop being polite. */
@@ -349,11 +350,16 @@ static void on_event(struct ev_loop *loop, struct ev_io *io, uint32_t events)
     }
 }
 
-int conn_accept(struct conn_env *e, int fd, int reject_status)
+int conn_accept(struct conn_env *e, int fd, int reject_status, const struct config_tls *tls)
 {
     struct conn *c = conn_new(e, fd);
     if (c == NULL) {
         close(fd);
+        return -1;
+    }
+    if (tls != NULL && tls_accept(&c->s, tls) < 0) {
+        log_error("out of memory for a TLS connection");
+        conn_close(c);
         return -1;
     }
     c->reject = (uint16_t)reject_status;
@@ -520,7 +526,8 @@ static uint32_t silent_ms(const struct conn *c)
 
 int conn_export(struct conn *c, struct handoff_conn *hc, uint8_t *state, size_t cap)
 {
-    if (c->state != CONN_WS || c->queue == CONN_Q_CLOSING)
+    /* TLS connections stay where their keys are until they drain. */
+    if (c->state != CONN_WS || c->queue == CONN_Q_CLOSING || !sock_plain(&c->s))
         return -1;
     hc->state_len = cap;
     int r = ws_export(c->ws, state, &hc->state_len);

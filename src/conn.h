@@ -48,8 +48,10 @@ struct conn_env {
 void conn_env_init(struct conn_env *env, const struct config *cf, struct ev_loop *loop);
 
 /* Takes ownership of the accepted socket fd. A non-zero reject status
- * (503) answers the handshake with that status instead of upgrading. */
-int  conn_accept(struct conn_env *env, int fd, int reject_status);
+ * (503) answers the handshake with that status instead of upgrading; with
+ * tls, the connection speaks TLS first (tls.h). */
+struct config_tls;
+int  conn_accept(struct conn_env *env, int fd, int reject_status, const struct config_tls *tls);
 /* Ends every connection: WebSockets get a close frame with code, pending
  * handshakes are closed. Connections then finish on their own. */
 void conn_close_all(struct conn_env *env, uint16_t code);

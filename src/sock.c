@@ -47,13 +47,32 @@ static ssize_t plain_send(struct sock *s, const void *buf, size_t len)
     return send(s->io.fd, buf, len, MSG_NOSIGNAL);
 }
 
-static const struct sock_backend backends[] = {
-    { plain_recv, plain_send },
-};
+static const struct sock_backend plain = { plain_recv, plain_send, NULL, NULL, 1 };
+
+#define MAX_BACKENDS 4
+static const struct sock_backend *backends[MAX_BACKENDS] = { &plain };
+static int nbackends = 1;
 
 static const struct sock_backend *be(const struct sock *s)
 {
-    return &backends[s->backend];
+    return backends[s->backend];
+}
+
+int sock_backend_add(const struct sock_backend *b)
+{
+    for (int i = 0; i < nbackends; i++)
+        if (backends[i] == b)
+            return i;
+    if (nbackends == MAX_BACKENDS)
+        return -1;
+    backends[nbackends] = b;
+    return nbackends++;
+}
+
+void sock_set_backend(struct sock *s, int index, void *data)
+{
+    s->backend = (uint8_t)index;
+    s->be_data = data;
 }
 
 /* ---- Accounting --------------------------------------------------------- */
@@ -112,6 +131,8 @@ static void free_buffers(struct sock *s)
 void sock_close(struct sock *s)
 {
     free_buffers(s);
+    if (be(s)->free != NULL)
+        be(s)->free(s);
     close(s->io.fd);
 }
 
@@ -225,7 +246,8 @@ ssize_t sock_fill(struct sock *s)
     if (n > 0) {
         s->rlen += (uint32_t)n;
         S.run_read += (size_t)n;
-        s->drained = (size_t)n < room; /* skip the read that says EAGAIN */
+        /* Skip the read that would say EAGAIN. */
+        s->drained = be(s)->short_read_drains && (size_t)n < room;
     }
     return n;
 }
@@ -398,8 +420,11 @@ size_t sock_pending(const struct sock *s)
 
 void sock_shutdown_write(struct sock *s)
 {
-    if (!s->shut_wr)
+    if (!s->shut_wr) {
+        if (be(s)->shutdown != NULL)
+            be(s)->shutdown(s);
         shutdown(s->io.fd, SHUT_WR);
+    }
     s->shut_wr = 1;
 }
 
@@ -425,4 +450,9 @@ const char *sock_peer_name(const struct sock *s, char *buf, size_t len)
     }
     snprintf(buf, len, ss.ss_family == AF_INET6 ? "[%s]:%u" : "%s:%u", host, port);
     return buf;
+}
+
+void sock_arm_write(struct sock *s)
+{
+    (void)want_write(s, 1);
 }

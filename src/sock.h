@@ -44,6 +44,11 @@ struct sock_backend {
     /* > 0 bytes, 0 at EOF, -1 with errno (EAGAIN: nothing now). */
     ssize_t (*recv)(struct sock *s, void *buf, size_t len);
     ssize_t (*send)(struct sock *s, const void *buf, size_t len);
+    void (*shutdown)(struct sock *s);   /* optional: before our FIN */
+    void (*free)(struct sock *s);       /* optional: at close */
+    /* A read shorter than asked means the kernel had no more (not so for
+     * TLS, which returns a record at a time). */
+    unsigned short_read_drains : 1;
 };
 
 struct sock_out;
@@ -57,6 +62,7 @@ struct sock {
     uint32_t rpos, rlen;
     uint32_t held;              /* bytes counted in mem.h */
     uint8_t backend;            /* index into the backends (sock.c) */
+    void *be_data;              /* the backend's (an SSL object) */
     uint8_t eof : 1;            /* the peer ended its side */
     uint8_t peer_fin : 1;       /* epoll saw the FIN: read on to EOF */
     uint8_t drained : 1;        /* a short read emptied the socket this run */
@@ -66,6 +72,14 @@ struct sock {
 
 /* Once per worker, before any socket. */
 void sock_setup(struct ev_loop *loop);
+/* Registers a backend (at most 4); its index, or -1. */
+int  sock_backend_add(const struct sock_backend *be);
+/* s (just opened, nothing read or written yet) goes through backend
+ * index, with data for it. */
+void sock_set_backend(struct sock *s, int index, void *data);
+/* For a backend that must write while reading (a handshake): EPOLLOUT is
+ * armed, and the owner runs again when the socket can take more. */
+void sock_arm_write(struct sock *s);
 /* Takes fd (non-blocking) and registers it; cb gets s->io back. -1 on
  * failure (fd stays the caller's). */
 int  sock_open(struct sock *s, int fd, ev_cb *cb);
@@ -93,6 +107,8 @@ ssize_t sock_fill(struct sock *s);
  * SOCK_ERROR, as sock_flush. */
 int  sock_end(struct sock *s);
 
+/* Whether bytes go to the kernel as they are (no TLS). */
+static inline int sock_plain(const struct sock *s) { return s->backend == 0; }
 static inline size_t sock_avail(const struct sock *s) { return s->rlen - s->rpos; }
 static inline uint8_t *sock_input(const struct sock *s)
 {

@@ -24,6 +24,7 @@
 #include "modules.h"
 #include "shed.h"
 #include "sock.h"
+#include "tls.h"
 #include "wstimer.h"
 #include "proctitle.h"
 
@@ -38,6 +39,7 @@
 
 struct listener_io {
     struct ev_io io;
+    const struct config_tls *tls; /* NULL: plain */
 };
 
 static struct {
@@ -90,7 +92,7 @@ static int accept_error(int err)
     return -1;
 }
 
-static void accept_all(int lfd)
+static void accept_all(int lfd, const struct config_tls *tls)
 {
     const struct config *cf = W.a->cf;
     for (;;) {
@@ -112,7 +114,7 @@ static void accept_all(int lfd)
         if (full && W.env.nconns >= cf->worker_connections + cf->worker_connections / 8 + 16)
             close(fd);
         else
-            conn_accept(&W.env, fd, full ? 503 : 0);
+            conn_accept(&W.env, fd, full ? 503 : 0, tls);
     }
 }
 
@@ -121,7 +123,7 @@ static void on_listener(struct ev_loop *loop, struct ev_io *io, uint32_t events)
     (void)loop;
     (void)events;
     if (!ev_timer_active(&W.accept_t))
-        accept_all(io->fd);
+        accept_all(io->fd, ((struct listener_io *)(void *)io)->tls);
 }
 
 static void close_listeners(int take_queue)
@@ -130,7 +132,7 @@ static void close_listeners(int take_queue)
         if (W.ls[i].io.fd < 0)
             continue;
         if (take_queue)
-            accept_all(W.ls[i].io.fd);
+            accept_all(W.ls[i].io.fd, W.ls[i].tls);
         ev_del(&W.loop, &W.ls[i].io);
         close(W.ls[i].io.fd);
         W.ls[i].io.fd = -1;
@@ -273,6 +275,7 @@ static int setup(const struct worker_args *a)
     if (ev_loop_init(&W.loop, EVENTS_PER_WAIT) < 0)
         return -1;
     sock_setup(&W.loop);
+    tls_setup();
     ws_timer_setup(&W.loop);
     conn_env_init(&W.env, a->cf, &W.loop);
     shed_setup(&W.loop, &W.env);
@@ -287,6 +290,7 @@ static int setup(const struct worker_args *a)
     for (size_t i = 0; i < a->nlisten; i++) {
         W.ls[i].io.fd = a->listen_fds[i];
         W.ls[i].io.cb = on_listener;
+        W.ls[i].tls = a->cf->listen[i].tls;
         if (ev_add(&W.loop, &W.ls[i].io, EPOLLIN | EPOLLET) < 0)
             return -1;
     }
@@ -359,7 +363,7 @@ static void on_timer(struct ev_loop *loop, struct ev_queue *q, struct ev_timer *
     if (t == &W.accept_t) {
         for (size_t i = 0; i < W.a->nlisten; i++)
             if (W.ls[i].io.fd >= 0)
-                accept_all(W.ls[i].io.fd);
+                accept_all(W.ls[i].io.fd, W.ls[i].tls);
     } else {
         drain_step();
         drain_arm();

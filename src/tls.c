@@ -1,0 +1,339 @@
+#include "tls.h"
+
+#include <errno.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "sock.h"
+
+/* Mozilla's "intermediate" TLS 1.2 list (TLS 1.3 suites are separate). */
+#define TLS12_CIPHERS "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:" \
+    "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:" \
+    "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305:" \
+    "DHE-RSA-AES128-GCM-SHA256:DHE-RSA-AES256-GCM-SHA384:DHE-RSA-CHACHA20-POLY1305"
+
+/* Session ticket keys: made once in the process that loads the first
+ * configuration with TLS (the master), inherited by every worker it forks,
+ * kept across reloads. */
+static struct {
+    int made;
+    unsigned char name[16];
+    unsigned char aes[32];
+    unsigned char hmac[32];
+} K;
+
+static unsigned long failed;
+static int backend_index = -1;
+
+/* ---- Errors ------------------------------------------------------------- */
+
+/* OpenSSL's reason for the last failure, its queue emptied. */
+static const char *ssl_reason(char *buf, size_t len)
+{
+    unsigned long e = ERR_peek_last_error();
+    const char *r = e ? ERR_reason_error_string(e) : NULL;
+    snprintf(buf, len, "%s", r ? r : e ? "error" : "unknown error");
+    ERR_clear_error();
+    return buf;
+}
+
+static int cert_fail(const struct config_tls *t, const struct config_cert *c, char *err,
+                     const char *key, const char *what, const char *why)
+{
+    snprintf(err, CONFIG_ERR_MAX, "%s:%u:%u: tls.%s: %s: %s", t->file, c->line, c->col, key,
+             what, why);
+    return -1;
+}
+
+/* ---- Contexts ----------------------------------------------------------- */
+
+static int on_ticket(SSL *ssl, unsigned char *name, unsigned char *iv, EVP_CIPHER_CTX *ectx,
+                     EVP_MAC_CTX *hctx, int enc)
+{
+    OSSL_PARAM params[] = {
+        OSSL_PARAM_construct_octet_string("key", K.hmac, sizeof(K.hmac)),
+        OSSL_PARAM_construct_utf8_string("digest", (char *)"SHA256", 0),
+        OSSL_PARAM_construct_end(),
+    };
+    (void)ssl;
+    if (enc) {
+        memcpy(name, K.name, sizeof(K.name));
+        if (RAND_bytes(iv, EVP_MAX_IV_LENGTH) != 1 ||
+            EVP_EncryptInit_ex(ectx, EVP_aes_256_cbc(), NULL, K.aes, iv) != 1 ||
+            EVP_MAC_CTX_set_params(hctx, params) != 1)
+            return -1;
+        return 1;
+    }
+    if (memcmp(name, K.name, sizeof(K.name)) != 0)
+        return 0; /* not ours (or an older key): a full handshake */
+    if (EVP_DecryptInit_ex(ectx, EVP_aes_256_cbc(), NULL, K.aes, iv) != 1 ||
+        EVP_MAC_CTX_set_params(hctx, params) != 1)
+        return -1;
+    return 1;
+}
+
+static int on_alpn(SSL *ssl, const unsigned char **out, unsigned char *outlen,
+                   const unsigned char *in, unsigned inlen, void *arg)
+{
+    static const unsigned char http11[] = "\x08http/1.1";
+    unsigned char *sel;
+    (void)ssl;
+    (void)arg;
+    if (SSL_select_next_proto(&sel, outlen, http11, sizeof(http11) - 1, in, inlen) !=
+        OPENSSL_NPN_NEGOTIATED)
+        return SSL_TLSEXT_ERR_ALERT_FATAL; /* no_application_protocol */
+    *out = sel;
+    return SSL_TLSEXT_ERR_OK;
+}
+
+/* SNI: the certificate whose names match, else the main one. */
+static int on_servername(SSL *ssl, int *alert, void *arg)
+{
+    const struct config_tls *t = arg;
+    const char *name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+    (void)alert;
+    if (name == NULL)
+        return SSL_TLSEXT_ERR_OK;
+    for (size_t i = 0; i < t->nextra; i++) {
+        X509 *x = SSL_CTX_get0_certificate(t->extra_ctx[i]);
+        if (x != NULL && X509_check_host(x, name, 0, 0, NULL) == 1) {
+            SSL_set_SSL_CTX(ssl, t->extra_ctx[i]);
+            break;
+        }
+    }
+    return SSL_TLSEXT_ERR_OK;
+}
+
+static int settings(SSL_CTX *ctx, const struct config_tls *t, const struct config_cert *c,
+                    char *err)
+{
+    char why[256];
+    int vers[] = { [12] = TLS1_2_VERSION, [13] = TLS1_3_VERSION };
+    SSL_CTX_set_min_proto_version(ctx, vers[t->min_version]);
+    SSL_CTX_set_max_proto_version(ctx, vers[t->max_version]);
+    SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ENABLE_PARTIAL_WRITE |
+                              SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
+    if (SSL_CTX_set_cipher_list(ctx, t->ciphers ? t->ciphers : TLS12_CIPHERS) != 1)
+        return cert_fail(t, c, err, "ciphers", t->ciphers ? t->ciphers : "default",
+                         ssl_reason(why, sizeof(why)));
+    if (t->ciphersuites && SSL_CTX_set_ciphersuites(ctx, t->ciphersuites) != 1)
+        return cert_fail(t, c, err, "ciphersuites", t->ciphersuites,
+                         ssl_reason(why, sizeof(why)));
+    SSL_CTX_set_alpn_select_cb(ctx, on_alpn, NULL);
+    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF); /* tickets, not a per-worker cache */
+    if (!t->session_tickets) {
+        SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
+        SSL_CTX_set_num_tickets(ctx, 0);
+    } else {
+        SSL_CTX_set_num_tickets(ctx, 1);
+        SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, on_ticket);
+    }
+    return 0;
+}
+
+static void warn_if_expired(const struct config_tls *t, const struct config_cert *c, SSL_CTX *ctx)
+{
+    X509 *x = SSL_CTX_get0_certificate(ctx);
+    if (x != NULL && X509_cmp_current_time(X509_get0_notAfter(x)) < 0)
+        log_warn("%s:%u:%u: tls.certificate: %s has expired", t->file, c->line, c->col,
+                 c->certificate);
+}
+
+static int readable(const struct config_tls *t, const struct config_cert *c, char *err,
+                    const char *key, const char *path)
+{
+    FILE *f = fopen(path, "re");
+    if (f == NULL)
+        return cert_fail(t, c, err, key, path, strerror(errno));
+    fclose(f);
+    return 0;
+}
+
+/* One certificate's context, checked. NULL with err set. */
+static SSL_CTX *make_ctx(const struct config_tls *t, const struct config_cert *c, char *err)
+{
+    char why[256];
+    SSL_CTX *ctx = NULL;
+    if (readable(t, c, err, "certificate", c->certificate) < 0 ||
+        readable(t, c, err, "key", c->key) < 0)
+        return NULL;
+    if ((ctx = SSL_CTX_new(TLS_server_method())) == NULL) {
+        cert_fail(t, c, err, "certificate", c->certificate, ssl_reason(why, sizeof(why)));
+        return NULL;
+    }
+    if (SSL_CTX_use_certificate_chain_file(ctx, c->certificate) != 1)
+        cert_fail(t, c, err, "certificate", c->certificate, ssl_reason(why, sizeof(why)));
+    else if (SSL_CTX_use_PrivateKey_file(ctx, c->key, SSL_FILETYPE_PEM) != 1)
+        cert_fail(t, c, err, "key", c->key, ssl_reason(why, sizeof(why)));
+    else if (SSL_CTX_check_private_key(ctx) != 1)
+        cert_fail(t, c, err, "key", c->key, "does not match the certificate");
+    else if (settings(ctx, t, c, err) == 0) {
+        warn_if_expired(t, c, ctx);
+        return ctx;
+    }
+    SSL_CTX_free(ctx);
+    return NULL;
+}
+
+static int load_one(struct config_tls *t, char *err)
+{
+    if ((t->ctx = make_ctx(t, &t->main, err)) == NULL)
+        return -1;
+    if (t->nextra > 0 && (t->extra_ctx = calloc(t->nextra, sizeof(*t->extra_ctx))) == NULL)
+        return cert_fail(t, &t->main, err, "certificates", "", "out of memory");
+    for (size_t i = 0; i < t->nextra; i++)
+        if ((t->extra_ctx[i] = make_ctx(t, &t->extra[i], err)) == NULL)
+            return -1;
+    SSL_CTX_set_tlsext_servername_callback(t->ctx, on_servername);
+    SSL_CTX_set_tlsext_servername_arg(t->ctx, t);
+    return 0;
+}
+
+int tls_load(struct config *cf, char err[CONFIG_ERR_MAX])
+{
+    for (size_t i = 0; i < cf->nlisten; i++) {
+        struct config_tls *t = cf->listen[i].tls;
+        if (t == NULL)
+            continue;
+        if (!K.made && (RAND_bytes(K.name, sizeof(K.name)) != 1 ||
+                        RAND_bytes(K.aes, sizeof(K.aes)) != 1 ||
+                        RAND_bytes(K.hmac, sizeof(K.hmac)) != 1))
+            return cert_fail(t, &t->main, err, "session_tickets", "keys", "no randomness");
+        K.made = 1;
+        if (load_one(t, err) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+void tls_ctx_free(struct config_tls *t)
+{
+    SSL_CTX_free(t->ctx);
+    for (size_t i = 0; t->extra_ctx != NULL && i < t->nextra; i++)
+        SSL_CTX_free(t->extra_ctx[i]);
+    free(t->extra_ctx);
+    t->ctx = NULL;
+    t->extra_ctx = NULL;
+}
+
+/* ---- The backend -------------------------------------------------------- */
+
+/* The first bytes were not TLS (a plain HTTP request, say): OpenSSL
+ * sends nothing then, so the refusal is ours — an unexpected_message
+ * alert — and what came with the bytes is read away, so that closing sends
+ * a FIN behind the alert rather than a reset that could destroy it. */
+static void refuse_plaintext(struct sock *s)
+{
+    static const unsigned char alert[] = { 0x15, 0x03, 0x01, 0x00, 0x02, 0x02, 0x0a };
+    char sink[4096];
+    int n = 0;
+    (void)send(s->io.fd, alert, sizeof(alert), MSG_NOSIGNAL);
+    while (n++ < 16 && read(s->io.fd, sink, sizeof(sink)) > 0)
+        ;
+}
+
+static void handshake_failed(struct sock *s, const char *why)
+{
+    char peer[64];
+    failed++;
+    log_info("TLS handshake from %s failed: %s", sock_peer_name(s, peer, sizeof(peer)), why);
+}
+
+/* Maps an SSL_read/SSL_write failure onto the socket layer's errno
+ * convention: EAGAIN (wants I/O), 0 for a clean close_notify, or an error
+ * (logged once, with OpenSSL's reason, if the handshake was not done). */
+static ssize_t ssl_result(struct sock *s, SSL *ssl, int n)
+{
+    char why[256];
+    switch (SSL_get_error(ssl, n)) {
+    case SSL_ERROR_WANT_WRITE:
+        sock_arm_write(s);
+        /* fall through */
+    case SSL_ERROR_WANT_READ:
+        errno = EAGAIN;
+        return -1;
+    case SSL_ERROR_ZERO_RETURN:
+        return 0;
+    case SSL_ERROR_SYSCALL:
+        if (errno == 0 || ERR_peek_error() == 0) {
+            ERR_clear_error();
+            return 0; /* the peer just left */
+        }
+        /* fall through */
+    default: {
+        int reason = ERR_GET_REASON(ERR_peek_last_error());
+        ssl_reason(why, sizeof(why));
+        if (reason == SSL_R_HTTP_REQUEST || reason == SSL_R_HTTPS_PROXY_REQUEST ||
+            reason == SSL_R_WRONG_VERSION_NUMBER)
+            refuse_plaintext(s);
+        if (!SSL_is_init_finished(ssl))
+            handshake_failed(s, why);
+        else
+            log_info("TLS error: %s", why);
+        errno = ECONNRESET;
+        return -1;
+    }
+    }
+}
+
+static ssize_t tls_recv(struct sock *s, void *buf, size_t len)
+{
+    int n = SSL_read(s->be_data, buf, len > INT32_MAX ? INT32_MAX : (int)len);
+    return n > 0 ? n : ssl_result(s, s->be_data, n);
+}
+
+static ssize_t tls_send(struct sock *s, const void *buf, size_t len)
+{
+    int n = SSL_write(s->be_data, buf, len > INT32_MAX ? INT32_MAX : (int)len);
+    return n > 0 ? n : ssl_result(s, s->be_data, n);
+}
+
+/* close_notify, best effort: the connection ends either way. */
+static void tls_shutdown(struct sock *s)
+{
+    if (SSL_is_init_finished(s->be_data))
+        (void)SSL_shutdown(s->be_data);
+    ERR_clear_error();
+}
+
+static void tls_free(struct sock *s)
+{
+    SSL_free(s->be_data);
+    s->be_data = NULL;
+}
+
+static const struct sock_backend tls_backend = {
+    tls_recv, tls_send, tls_shutdown, tls_free, 0,
+};
+
+void tls_setup(void)
+{
+    backend_index = sock_backend_add(&tls_backend);
+}
+
+int tls_accept(struct sock *s, const struct config_tls *t)
+{
+    SSL *ssl = backend_index >= 0 ? SSL_new(t->ctx) : NULL;
+    if (ssl == NULL || SSL_set_fd(ssl, s->io.fd) != 1) {
+        SSL_free(ssl);
+        ERR_clear_error();
+        return -1;
+    }
+    SSL_set_accept_state(ssl);
+    sock_set_backend(s, backend_index, ssl);
+    return 0;
+}
+
+unsigned long tls_failed_handshakes(void)
+{
+    return failed;
+}
