@@ -47,7 +47,7 @@ static ssize_t plain_send(struct sock *s, const void *buf, size_t len)
     return send(s->io.fd, buf, len, MSG_NOSIGNAL);
 }
 
-static const struct sock_backend plain = { plain_recv, plain_send, NULL, NULL, 1 };
+static const struct sock_backend plain = { plain_recv, plain_send, NULL, NULL, NULL, 1 };
 
 #define MAX_BACKENDS 4
 static const struct sock_backend *backends[MAX_BACKENDS] = { &plain };
@@ -380,6 +380,7 @@ int sock_sink(void *arg, const void *a, size_t alen, const void *b, size_t blen)
 
 static int want_write(struct sock *s, int on)
 {
+    on = on || (be(s)->wants_write != NULL && be(s)->wants_write(s));
     /* Most flushes leave the interest as it was: no call at all then. */
     if (((s->io.events & EPOLLOUT) != 0) != on &&
         ev_mod(S.loop, &s->io, EV_BASE | (on ? EPOLLOUT : 0)) < 0)

@@ -46,6 +46,9 @@ struct sock_backend {
     ssize_t (*send)(struct sock *s, const void *buf, size_t len);
     void (*shutdown)(struct sock *s);   /* optional: before our FIN */
     void (*free)(struct sock *s);       /* optional: at close */
+    /* Optional: the backend itself waits to write (a handshake flight the
+     * kernel did not take), so EPOLLOUT stays armed with no output queued. */
+    int (*wants_write)(const struct sock *s);
     /* A read shorter than asked means the kernel had no more (not so for
      * TLS, which returns a record at a time). */
     unsigned short_read_drains : 1;

@@ -311,8 +311,13 @@ static void tls_free(struct sock *s)
     s->be_data = NULL;
 }
 
+static int tls_wants_write(const struct sock *s)
+{
+    return SSL_want_write((SSL *)s->be_data);
+}
+
 static const struct sock_backend tls_backend = {
-    tls_recv, tls_send, tls_shutdown, tls_free, 0,
+    tls_recv, tls_send, tls_shutdown, tls_free, tls_wants_write, 0,
 };
 
 void tls_setup(void)

@@ -141,6 +141,7 @@ def test_sni_chooses_the_certificate(tls_server, certs):
 
 # ---------------------------------------------------------------- refusals
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
 @pytest.mark.parametrize("version", ["TLSv1", "TLSv1_1"])
 def test_old_protocol_versions_are_refused(tls_server, version):
     srv = tls_server()
