@@ -47,7 +47,7 @@ static ssize_t plain_send(struct sock *s, const void *buf, size_t len)
     return send(s->io.fd, buf, len, MSG_NOSIGNAL);
 }
 
-static const struct sock_backend plain = { plain_recv, plain_send, NULL, NULL, NULL, 1 };
+static const struct sock_backend plain = { plain_recv, plain_send, NULL, NULL, NULL, 0, 1 };
 
 #define MAX_BACKENDS 4
 static const struct sock_backend *backends[MAX_BACKENDS] = { &plain };
@@ -69,17 +69,13 @@ int sock_backend_add(const struct sock_backend *b)
     return nbackends++;
 }
 
-void sock_set_backend(struct sock *s, int index, void *data)
-{
-    s->backend = (uint8_t)index;
-    s->be_data = data;
-}
 
 /* ---- Accounting --------------------------------------------------------- */
 
 static size_t held_now(const struct sock *s)
 {
-    size_t n = s->out ? sizeof(*s->out) + s->out->cap + MEM_BLOCK_OVERHEAD : 0;
+    size_t n = be(s)->conn_bytes;
+    n += s->out ? sizeof(*s->out) + s->out->cap + MEM_BLOCK_OVERHEAD : 0;
     if (s->rbuf != NULL && s->rbuf != S.scratch)
         n += s->rlen + MEM_BLOCK_OVERHEAD;
     return n;
@@ -88,8 +84,16 @@ static size_t held_now(const struct sock *s)
 /* Inline: it ends every run, and the common case holds nothing. */
 static inline void account(struct sock *s)
 {
-    if (s->held != 0 || s->out != NULL || (s->rbuf != NULL && s->rbuf != S.scratch))
+    if (s->held != 0 || s->out != NULL || (s->rbuf != NULL && s->rbuf != S.scratch) ||
+        s->backend != 0)
         mem_move(&s->held, held_now(s));
+}
+
+void sock_set_backend(struct sock *s, int index, void *data)
+{
+    s->backend = (uint8_t)index;
+    s->be_data = data;
+    account(s);
 }
 
 /* ---- Lifetime ----------------------------------------------------------- */

@@ -49,6 +49,9 @@ struct sock_backend {
     /* Optional: the backend itself waits to write (a handshake flight the
      * kernel did not take), so EPOLLOUT stays armed with no output queued. */
     int (*wants_write)(const struct sock *s);
+    /* What one connection of this backend holds besides our buffers
+     * (measured), counted in mem.h like them. */
+    size_t conn_bytes;
     /* A read shorter than asked means the kernel had no more (not so for
      * TLS, which returns a record at a time). */
     unsigned short_read_drains : 1;
