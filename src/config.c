@@ -301,6 +301,7 @@ static const struct key keys[] = {
     { "routes",             parse_routes,    0, 0, 0 },
     { "reload_handoff",     parse_switch,    OFF(reload_handoff), 0, 0 },
     { "upgrade_timeout",    conf_duration,  OFF(upgrade_timeout_ms), 100, 3600000 },
+    { "session_ticket_rotation", conf_duration, OFF(ticket_rotation_ms), 1000, 86400000 },
 };
 #define NKEYS (sizeof(keys) / sizeof(keys[0]))
 
@@ -326,6 +327,7 @@ static int defaults(struct config *cf)
     cf->send_timeout_ms = 30000;
     cf->reload_handoff = 1;
     cf->upgrade_timeout_ms = 30000;
+    cf->ticket_rotation_ms = 3600000;
     cf->uid = getuid();
     cf->gid = getgid();
     cf->listen = calloc(1, sizeof(*cf->listen));

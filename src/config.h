@@ -84,6 +84,7 @@ struct config {
     int worker_cpu_affinity;    /* 1: pin worker i to the i-th allowed CPU */
     int reload_handoff;         /* 1: reloads hand open WebSockets to the new workers */
     uint64_t upgrade_timeout_ms;/* a new executable must be serving within this */
+    uint64_t ticket_rotation_ms;/* TLS session ticket keys: a new one this often */
 };
 
 #define CONFIG_ERR_MAX 1024

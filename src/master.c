@@ -30,6 +30,7 @@
 #include "notify.h"
 #include "pidfile.h"
 #include "proctitle.h"
+#include "tls.h"
 #include "upgrade.h"
 #include "worker.h"
 
@@ -205,10 +206,26 @@ static void reopen(void)
 }
 
 /* Runs what is due; returns ms to the next deadline, -1 if none. */
+/* Every worker gets the new ticket keys; later ones inherit them. */
+static uint64_t rotate_tickets(uint64_t now)
+{
+    if (tls_tickets_due() > now)
+        return tls_tickets_due();
+    int fd = tls_tickets_rotate(now, gen_config()->ticket_rotation_ms);
+    if (fd >= 0) {
+        gen_tell_all(WORKER_CMD_TICKETS, fd);
+        close(fd);
+    }
+    log_info("TLS session ticket keys rotated");
+    return tls_tickets_due();
+}
+
 static int64_t run_timers(void)
 {
     uint64_t now = ev_now_ms(), next = upgrade_expire(now), workers = gen_timers(now);
+    uint64_t tickets = rotate_tickets(now);
     next = workers < next ? workers : next;
+    next = tickets < next ? tickets : next;
     return next == UINT64_MAX ? -1 : (int64_t)(next - now);
 }
 

@@ -1,6 +1,8 @@
 #include "tls.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <sys/mman.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/rand.h>
@@ -11,6 +13,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "ev.h"
 #include "log.h"
 #include "sock.h"
 
@@ -22,12 +25,17 @@
 
 /* Session ticket keys: made once in the process that loads the first
  * configuration with TLS (the master), inherited by every worker it forks,
- * kept across reloads. */
-static struct {
-    int made;
+ * kept across reloads, rotated by the master (tls_tickets_rotate). */
+struct ticket_key {
     unsigned char name[16];
     unsigned char aes[32];
     unsigned char hmac[32];
+};
+
+static struct {
+    int made;
+    uint64_t due;               /* the next rotation (master) */
+    struct ticket_key key[2];   /* [0] encrypts; [1], the one before, still decrypts */
 } K;
 
 static unsigned long failed;
@@ -55,29 +63,78 @@ static int cert_fail(const struct config_tls *t, const struct config_cert *c, ch
 
 /* ---- Contexts ----------------------------------------------------------- */
 
-static int on_ticket(SSL *ssl, unsigned char *name, unsigned char *iv, EVP_CIPHER_CTX *ectx,
-                     EVP_MAC_CTX *hctx, int enc)
+static int key_params(EVP_MAC_CTX *hctx, struct ticket_key *k)
 {
     OSSL_PARAM params[] = {
-        OSSL_PARAM_construct_octet_string("key", K.hmac, sizeof(K.hmac)),
+        OSSL_PARAM_construct_octet_string("key", k->hmac, sizeof(k->hmac)),
         OSSL_PARAM_construct_utf8_string("digest", (char *)"SHA256", 0),
         OSSL_PARAM_construct_end(),
     };
+    return EVP_MAC_CTX_set_params(hctx, params) == 1 ? 0 : -1;
+}
+
+/* 1: done; 2: decrypted with the previous key (OpenSSL issues a fresh
+ * ticket); 0: unknown key, a full handshake; -1: failure. */
+static int on_ticket(SSL *ssl, unsigned char *name, unsigned char *iv, EVP_CIPHER_CTX *ectx,
+                     EVP_MAC_CTX *hctx, int enc)
+{
+    struct ticket_key *k = &K.key[0];
     (void)ssl;
     if (enc) {
-        memcpy(name, K.name, sizeof(K.name));
+        memcpy(name, k->name, sizeof(k->name));
         if (RAND_bytes(iv, EVP_MAX_IV_LENGTH) != 1 ||
-            EVP_EncryptInit_ex(ectx, EVP_aes_256_cbc(), NULL, K.aes, iv) != 1 ||
-            EVP_MAC_CTX_set_params(hctx, params) != 1)
+            EVP_EncryptInit_ex(ectx, EVP_aes_256_cbc(), NULL, k->aes, iv) != 1 ||
+            key_params(hctx, k) < 0)
             return -1;
         return 1;
     }
-    if (memcmp(name, K.name, sizeof(K.name)) != 0)
-        return 0; /* not ours (or an older key): a full handshake */
-    if (EVP_DecryptInit_ex(ectx, EVP_aes_256_cbc(), NULL, K.aes, iv) != 1 ||
-        EVP_MAC_CTX_set_params(hctx, params) != 1)
+    if (memcmp(name, k->name, sizeof(k->name)) != 0)
+        k = &K.key[1];
+    if (memcmp(name, k->name, sizeof(k->name)) != 0)
+        return 0; /* not ours, or older than the key before */
+    if (EVP_DecryptInit_ex(ectx, EVP_aes_256_cbc(), NULL, k->aes, iv) != 1 ||
+        key_params(hctx, k) < 0)
         return -1;
-    return 1;
+    return k == &K.key[0] ? 1 : 2;
+}
+
+static int new_key(struct ticket_key *k)
+{
+    return RAND_bytes(k->name, sizeof(k->name)) == 1 && RAND_bytes(k->aes, sizeof(k->aes)) == 1 &&
+           RAND_bytes(k->hmac, sizeof(k->hmac)) == 1 ? 0 : -1;
+}
+
+uint64_t tls_tickets_due(void)
+{
+    return K.made ? K.due : UINT64_MAX;
+}
+
+int tls_tickets_rotate(uint64_t now, uint64_t period_ms)
+{
+    struct ticket_key next;
+    K.due = now + period_ms;
+    if (!K.made || new_key(&next) < 0)
+        return -1;
+    K.key[1] = K.key[0];
+    K.key[0] = next;
+    /* One memory file that every worker reads from offset 0 (a pipe would
+     * give the keys to the first reader only). */
+    int fd = memfd_create("wsechod-ticket-keys", MFD_CLOEXEC);
+    if (fd >= 0 && write(fd, K.key, sizeof(K.key)) != (ssize_t)sizeof(K.key)) {
+        close(fd);
+        fd = -1;
+    }
+    return fd;
+}
+
+void tls_tickets_adopt(int fd)
+{
+    struct ticket_key keys[2];
+    if (fd >= 0 && pread(fd, keys, sizeof(keys), 0) == (ssize_t)sizeof(keys)) {
+        memcpy(K.key, keys, sizeof(keys));
+        K.made = 1;
+    }
+    OPENSSL_cleanse(keys, sizeof(keys));
 }
 
 static int on_alpn(SSL *ssl, const unsigned char **out, unsigned char *outlen,
@@ -204,10 +261,10 @@ int tls_load(struct config *cf, char err[CONFIG_ERR_MAX])
         struct config_tls *t = cf->listen[i].tls;
         if (t == NULL)
             continue;
-        if (!K.made && (RAND_bytes(K.name, sizeof(K.name)) != 1 ||
-                        RAND_bytes(K.aes, sizeof(K.aes)) != 1 ||
-                        RAND_bytes(K.hmac, sizeof(K.hmac)) != 1))
+        if (!K.made && (new_key(&K.key[0]) < 0 || new_key(&K.key[1]) < 0))
             return cert_fail(t, &t->main, err, "session_tickets", "keys", "no randomness");
+        if (!K.made)
+            K.due = ev_now_ms() + cf->ticket_rotation_ms;
         K.made = 1;
         if (load_one(t, err) < 0)
             return -1;

@@ -30,6 +30,16 @@ void tls_ctx_free(struct config_tls *t);
 void tls_setup(void);
 /* s (just opened) speaks TLS as a server with t's contexts. 0, or -1. */
 int  tls_accept(struct sock *s, const struct config_tls *t);
+/* Session ticket keys. The process that made them (the master) rotates
+ * them: tls_tickets_due says when next (UINT64_MAX: no TLS listener with
+ * tickets), tls_tickets_rotate makes a new current key, keeps the one
+ * before for tickets already out (so a ticket lives one to two rotation
+ * periods), and returns a descriptor the keys can be read from, for the
+ * workers (-1 if none); a worker adopts them from it. Workers forked later
+ * inherit them. */
+uint64_t tls_tickets_due(void);
+int  tls_tickets_rotate(uint64_t now, uint64_t period_ms);
+void tls_tickets_adopt(int fd);
 /* Handshakes that failed in this process so far. */
 unsigned long tls_failed_handshakes(void);
 

@@ -235,6 +235,7 @@ static void on_channel(struct ev_loop *loop, struct ev_io *io, uint32_t events)
         case WORKER_CMD_UPGRADE: drain_start(1012, 1, "binary upgrade"); break;
         case WORKER_CMD_HURRY:  hurry(); break;
         case WORKER_CMD_REOPEN: log_adopt(fd); fd = -1; break;
+        case WORKER_CMD_TICKETS: tls_tickets_adopt(fd); break;
         case WORKER_CMD_TARGET: if (fd >= 0) add_target(fd); fd = -1; break;
         case WORKER_CMD_GO:     handoff_go(); break;
         default: log_warn("unknown command %d from master", cmd); break;

@@ -321,3 +321,26 @@ def test_sessions_resume_across_workers_and_reloads(tls_server):
     with socket.create_connection(("127.0.0.1", srv.tport), 5) as raw, \
             ctx.wrap_socket(raw, session=session) as t:
         assert t.session_reused                              # the new generation knows the key
+
+
+def test_ticket_keys_rotate_and_reach_every_worker(tls_server):
+    """session_ticket_rotation: a ticket made with the key before the
+    current one still resumes (on any worker: the master sends new keys to
+    all of them), one two rotations old does not."""
+    srv = tls_server(workers=2, session_ticket_rotation="1s")
+    ctx = client_ctx()
+    ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+
+    def connect(session=None):
+        with socket.create_connection(("127.0.0.1", srv.tport), 5) as raw, \
+                ctx.wrap_socket(raw, session=session) as t:
+            return t.session, t.session_reused
+    srv.wait_log("TLS session ticket keys rotated", what="a first rotation")
+    old, _ = connect()
+    srv.wait_log(lambda line: srv.log_text().count("ticket keys rotated") >= 2, timeout=5,
+                 what="the next rotation")
+    assert all(connect(old)[1] for _ in range(8)), "the previous key still decrypts, everywhere"
+    fresh, _ = connect()
+    time.sleep(2.5)                                   # two more rotations
+    assert not connect(old)[1], "a ticket two keys old is refused (full handshake)"
+    assert connect(fresh)[1] is not None
