@@ -374,7 +374,14 @@ static void expire(struct conn *c, enum conn_queue q)
     const struct config *cf = c->env->cf;
     switch (q) {
     case CONN_Q_HANDSHAKE:
-        respond(c, 408, "handshake not completed in time");
+        if (!sock_handshaken(&c->s)) {
+            char peer[64];
+            log_info("TLS handshake from %s not completed in time", conn_peer_name(c, peer,
+                                                                                   sizeof(peer)));
+            conn_close(c); /* no 408 can reach a peer that has no TLS session */
+        } else {
+            respond(c, 408, "handshake not completed in time");
+        }
         return;
     case CONN_Q_PING:
         /* Silent for ping_interval: ask. An answer (or anything) resets. */

@@ -47,7 +47,7 @@ static ssize_t plain_send(struct sock *s, const void *buf, size_t len)
     return send(s->io.fd, buf, len, MSG_NOSIGNAL);
 }
 
-static const struct sock_backend plain = { plain_recv, plain_send, NULL, NULL, NULL, 0, 1 };
+static const struct sock_backend plain = { plain_recv, plain_send, NULL, NULL, NULL, NULL, 0, 1 };
 
 #define MAX_BACKENDS 4
 static const struct sock_backend *backends[MAX_BACKENDS] = { &plain };
@@ -56,6 +56,11 @@ static int nbackends = 1;
 static const struct sock_backend *be(const struct sock *s)
 {
     return backends[s->backend];
+}
+
+int sock_handshaken(const struct sock *s)
+{
+    return be(s)->handshaken == NULL || be(s)->handshaken(s);
 }
 
 int sock_backend_add(const struct sock_backend *b)

@@ -49,6 +49,9 @@ struct sock_backend {
     /* Optional: the backend itself waits to write (a handshake flight the
      * kernel did not take), so EPOLLOUT stays armed with no output queued. */
     int (*wants_write)(const struct sock *s);
+    /* Optional: 0 until the backend's own handshake is done (before it,
+     * nothing can be said to the peer in HTTP). */
+    int (*handshaken)(const struct sock *s);
     /* What one connection of this backend holds besides our buffers
      * (measured), counted in mem.h like them. */
     size_t conn_bytes;
@@ -113,6 +116,8 @@ ssize_t sock_fill(struct sock *s);
  * SOCK_ERROR, as sock_flush. */
 int  sock_end(struct sock *s);
 
+/* Whether the peer can be answered yet (a TLS handshake is done). */
+int  sock_handshaken(const struct sock *s);
 /* Whether bytes go to the kernel as they are (no TLS). */
 static inline int sock_plain(const struct sock *s) { return s->backend == 0; }
 static inline size_t sock_avail(const struct sock *s) { return s->rlen - s->rpos; }

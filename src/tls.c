@@ -378,8 +378,14 @@ static int tls_wants_write(const struct sock *s)
  * handshake and an echo, measured: scripts/RESULTS.md). */
 #define TLS_CONN_BYTES 15000
 
+static int tls_handshaken(const struct sock *s)
+{
+    return SSL_is_init_finished((SSL *)s->be_data);
+}
+
 static const struct sock_backend tls_backend = {
-    tls_recv, tls_send, tls_shutdown, tls_free, tls_wants_write, TLS_CONN_BYTES, 0,
+    tls_recv, tls_send, tls_shutdown, tls_free, tls_wants_write, tls_handshaken,
+    TLS_CONN_BYTES, 0,
 };
 
 void tls_setup(void)

@@ -344,3 +344,19 @@ def test_ticket_keys_rotate_and_reach_every_worker(tls_server):
     time.sleep(2.5)                                   # two more rotations
     assert not connect(old)[1], "a ticket two keys old is refused (full handshake)"
     assert connect(fresh)[1] is not None
+
+
+def test_a_stalled_tls_handshake_is_closed_by_handshake_timeout(tls_server):
+    srv = tls_server(handshake_timeout="500ms")
+    with socket.create_connection(("127.0.0.1", srv.tport), 5) as s:
+        s.settimeout(5)
+        t0 = time.monotonic()
+        assert s.recv(100) == b""                      # closed, nothing said
+        took = time.monotonic() - t0
+    assert took < 3, took
+    srv.wait_log("not completed in time", what="the timeout logged")
+    with socket.create_connection(("127.0.0.1", srv.tport), 5) as raw, \
+            client_ctx().wrap_socket(raw) as t:
+        t.sendall(b"GET / HTTP/1.1\r\n")               # TLS done, HTTP stalls: 408
+        t.settimeout(5)
+        assert b" 408 " in t.recv(1000)
