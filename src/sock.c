@@ -343,24 +343,31 @@ static int gather_flush(struct sock *s)
     return r;
 }
 
-/* Inline into both entry points: every frame's header and payload come here. */
-static inline int write_bytes(struct sock *s, const void *data, size_t len)
+/* a[0..alen) then b[0..blen) (a frame's header and payload) behind
+ * everything queued: into the gather buffer while s runs and nothing older
+ * waits, else into its queue, waking s if it is not running. Inline into
+ * both entry points: every frame comes here. */
+static inline int write_bytes(struct sock *s, const void *a, size_t alen,
+                              const void *b, size_t blen)
 {
+    size_t len = alen + blen;
     if (s->failed)
         return SOCK_ERROR;
     if (len == 0)
-        return SOCK_OK; /* an empty payload: nothing to copy (data may be NULL) */
-    /* Nothing older waits in the queue: the bytes may gather. */
+        return SOCK_OK; /* nothing to copy (the pointers may be NULL) */
     if (s == S.running && s->out == NULL) {
         if (S.glen + len > GATHER_SIZE && S.glen > 0 && gather_flush(s) < 0)
             return SOCK_ERROR;
         if (s->out == NULL && S.glen + len <= GATHER_SIZE) {
-            memcpy(S.gather + S.glen, data, len);
+            if (alen > 0)
+                memcpy(S.gather + S.glen, a, alen);
+            if (blen > 0)
+                memcpy(S.gather + S.glen + alen, b, blen);
             S.glen += len;
             return SOCK_OK;
         }
     }
-    if (out_append(s, data, len) < 0)
+    if ((alen > 0 && out_append(s, a, alen) < 0) || (blen > 0 && out_append(s, b, blen) < 0))
         return SOCK_ERROR;
     if (s != S.running)
         sock_wake(s);
@@ -370,21 +377,12 @@ static inline int write_bytes(struct sock *s, const void *data, size_t len)
 
 int sock_write(struct sock *s, const void *data, size_t len)
 {
-    return write_bytes(s, data, len);
+    return write_bytes(s, data, len, NULL, 0);
 }
 
 int sock_sink(void *arg, const void *a, size_t alen, const void *b, size_t blen)
 {
-    struct sock *s = arg;
-    /* A frame into the gather buffer at once: the common case of a run. */
-    if (s == S.running && s->out == NULL && !s->failed && S.glen + alen + blen <= GATHER_SIZE) {
-        memcpy(S.gather + S.glen, a, alen);
-        if (blen > 0)
-            memcpy(S.gather + S.glen + alen, b, blen);
-        S.glen += alen + blen;
-        return 0;
-    }
-    return write_bytes(s, a, alen) == SOCK_OK && write_bytes(s, b, blen) == SOCK_OK ? 0 : -1;
+    return write_bytes(arg, a, alen, b, blen) == SOCK_OK ? 0 : -1;
 }
 
 static int want_write(struct sock *s, int on)
