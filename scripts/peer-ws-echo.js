@@ -1,7 +1,8 @@
 'use strict';
 // Peer echo server for scripts/bench: the Node `ws` library (Debian's
 // node-ws), echoing every message with its type. Usage:
-//   node scripts/peer-ws-echo.js PORT [HOST]
+//   node scripts/peer-ws-echo.js PORT [HOST [CERT KEY]]
+// With CERT and KEY (PEM files) it serves wss:// through Node's https.
 // Prints "listening" on stdout once the socket is open.
 let ws;
 try {
@@ -11,13 +12,17 @@ try {
 }
 const port = Number(process.argv[2]);
 const host = process.argv[3] || '127.0.0.1';
+const [cert, key] = process.argv.slice(4, 6);
 if (!Number.isInteger(port) || port <= 0 || port > 65535) {
-  console.error('usage: node peer-ws-echo.js PORT [HOST]');
+  console.error('usage: node peer-ws-echo.js PORT [HOST [CERT KEY]]');
   process.exit(2);
 }
+const tls = cert && key
+  ? require('https').createServer({ cert: require('fs').readFileSync(cert),
+                                    key: require('fs').readFileSync(key) })
+  : null;
 const wss = new ws.WebSocketServer({
-  host,
-  port,
+  ...(tls ? { server: tls } : { host, port }),
   backlog: 511,              // as wsechod's listen_backlog default
   perMessageDeflate: false,  // wsechod does not compress either
   clientTracking: false,
@@ -27,7 +32,8 @@ wss.on('connection', (sock) => {
   sock.on('message', (data, isBinary) => sock.send(data, { binary: isBinary }));
   sock.on('error', () => {});
 });
-wss.on('listening', () => console.log('listening'));
+if (tls) tls.listen(port, host, 511, () => console.log('listening'));
+else wss.on('listening', () => console.log('listening'));
 wss.on('error', (err) => {
   console.error(`peer-ws-echo: ${err.message}`);
   process.exit(1);

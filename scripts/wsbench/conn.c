@@ -20,6 +20,7 @@
 #include "payload.h"
 #include "run.h"
 #include "stats.h"
+#include "tls.h"
 #include "util.h"
 
 #ifndef IP_BIND_ADDRESS_NO_PORT
@@ -28,21 +29,52 @@
 
 #define OUT_CAP_MAX (1u << 20) /* largest batch built per connection */
 #define READS_PER_EVENT 64     /* bound on read() calls per event */
+/* TLS reads return one record (<= 16 kB): the same bytes per event. */
+#define TLS_READS_PER_EVENT (READS_PER_EVENT * (RBUF_SIZE / 16384))
+
+/* --tls-resume: the thread's next connections offer this one's session. */
+static void take_session(struct conn *c)
+{
+    struct ssl_session_st *s = tls_take_session(c->ssl);
+    if (!s)
+        return;
+    tls_session_free(c->t->sess);
+    c->t->sess = s;
+    c->sess_taken = 1;
+}
+
+/* polite: a close_notify, and the session taken if not yet (a TLS 1.3
+ * ticket may arrive after the last read). */
+static void tls_close(struct conn *c, int polite)
+{
+    if (polite && O.tls_resume && !c->sess_taken)
+        take_session(c);
+    tls_free(c->ssl, polite);
+    c->ssl = NULL;
+}
 
 void conn_kill(struct conn *c)
 {
+    if (c->ssl)
+        tls_close(c, 0);
     if (c->fd >= 0)
         close(c->fd);
     c->fd = -1;
     if (c->state == C_OPEN || c->state == C_CLOSING)
         c->t->st[ST_OPEN]--;
-    if (c->state == C_CONNECTING || c->state == C_HANDSHAKE)
+    if (c->state == C_CONNECTING || c->state == C_TLS || c->state == C_HANDSHAKE)
         c->t->pending--;
     c->t->st[ST_INFLIGHT] -= c->inflight;
     c->inflight = 0;
     c->state = C_DEAD;
     free(c->hs);
     c->hs = NULL;
+}
+
+/* A TLS error has OpenSSL's reason rather than an errno. */
+static const char *err_str(const struct conn *c, int err)
+{
+    return c->ssl && err == EPROTO ? tls_why() : strerror(err);
 }
 
 static void io_error(struct conn *c, int err, const char *what)
@@ -52,9 +84,9 @@ static void io_error(struct conn *c, int err, const char *what)
      * connection was doing then is the interesting part. */
     if (err == ECONNRESET || err == EPIPE)
         elog(ST_E_RESET, "conn %u: %s: %s (state %d, inflight %u)", c->id, what,
-             strerror(err), c->state, c->inflight);
+             err_str(c, err), c->state, c->inflight);
     else
-        elog(ST_E_RESET, "conn %u: %s: %s", c->id, what, strerror(err));
+        elog(ST_E_RESET, "conn %u: %s: %s", c->id, what, err_str(c, err));
     conn_kill(c);
 }
 
@@ -77,11 +109,13 @@ static void ensure_out(struct conn *c)
     c->out_cap = (uint32_t)cap;
 }
 
-/* Writes pending output; returns 1 if all flushed, 0 if blocked, -1 dead. */
+/* Writes pending output; returns 1 if all flushed, 0 if blocked, -1 dead.
+ * A partial TLS write is one record, not a full socket: go on until EAGAIN. */
 static int flush_out(struct conn *c)
 {
     while (c->out_off < c->out_len) {
-        ssize_t n = write(c->fd, c->out + c->out_off, c->out_len - c->out_off);
+        ssize_t n = c->ssl ? tls_write(c->ssl, c->out + c->out_off, c->out_len - c->out_off)
+                           : write(c->fd, c->out + c->out_off, c->out_len - c->out_off);
         if (n < 0) {
             if (errno == EAGAIN || errno == EWOULDBLOCK)
                 return 0;
@@ -91,7 +125,7 @@ static int flush_out(struct conn *c)
             return -1;
         }
         c->out_off += (uint32_t)n;
-        if (c->out_off < c->out_len)
+        if (c->out_off < c->out_len && !c->ssl)
             return 0; /* short write: wait for EPOLLOUT */
     }
     c->out_off = c->out_len = 0;
@@ -172,6 +206,8 @@ void hs_fail(struct conn *c, const char *why, int status)
 {
     struct thr *t = c->t;
     t->st[ST_E_HS]++;
+    if (c->state == C_TLS)
+        t->st[ST_TLS_FAIL]++;
     if (status == 503)
         t->st[ST_E_HS503]++;
     elog(ST_E_HS, "conn %u: handshake failed: %s", c->id, why);
@@ -194,6 +230,8 @@ static void connrate_recycle(struct conn *c, uint64_t now)
     send_ctrl(c, 8, code, 2);
     if (c->state != C_DEAD) {
         t->st[ST_OPEN]--;
+        if (c->ssl)
+            tls_close(c, 1);
         close(c->fd);
         c->fd = -1;
         c->state = C_IDLE;
@@ -308,7 +346,7 @@ int conn_start(struct conn *c, uint64_t now)
     c->fd = fd;
     c->t_start = now;
     c->state = C_CONNECTING;
-    c->in_payload = c->fh_have = c->msg_op = c->ctrl_len = 0;
+    c->in_payload = c->fh_have = c->msg_op = c->ctrl_len = c->sess_taken = 0;
     c->fh_need = 2;
     c->out_len = c->out_off = 0;
     t->pending++;
@@ -326,7 +364,7 @@ int conn_start(struct conn *c, uint64_t now)
 static void on_eof(struct conn *c)
 {
     struct thr *t = c->t;
-    if (c->state == C_HANDSHAKE) {
+    if (c->state == C_HANDSHAKE || c->state == C_TLS) {
         hs_fail(c, "connection closed during handshake", 0);
     } else if (c->state == C_CLOSING) {
         t->st[ST_CLOSE_NOREPLY]++;
@@ -341,9 +379,9 @@ static void on_eof(struct conn *c)
 
 static void on_read_error(struct conn *c, int err)
 {
-    if (c->state == C_HANDSHAKE) {
-        char why[96];
-        snprintf(why, sizeof why, "read: %s", strerror(err));
+    if (c->state == C_HANDSHAKE || c->state == C_TLS) {
+        char why[224];
+        snprintf(why, sizeof why, "read: %s", err_str(c, err));
         hs_fail(c, why, 0);
     } else {
         io_error(c, err, "read");
@@ -352,19 +390,24 @@ static void on_read_error(struct conn *c, int err)
 
 /* Bounded so that one fast connection cannot starve the others of its
  * thread; edge-triggered epoll would not report the rest again, hence the
- * loop until a short read. */
+ * loop until a short read (TLS: until EAGAIN, a read being one record).
+ * A TLS 1.3 ticket comes before the first data, so that is when the
+ * session is worth taking. */
 static void on_readable(struct conn *c)
 {
     struct thr *t = c->t;
-    for (int i = 0; i < READS_PER_EVENT && c->state != C_DEAD && c->state != C_IDLE; i++) {
-        ssize_t n = read(c->fd, t->rbuf, RBUF_SIZE);
+    int max = c->ssl ? TLS_READS_PER_EVENT : READS_PER_EVENT;
+    for (int i = 0; i < max && c->state != C_DEAD && c->state != C_IDLE; i++) {
+        ssize_t n = c->ssl ? tls_read(c->ssl, t->rbuf, RBUF_SIZE) : read(c->fd, t->rbuf, RBUF_SIZE);
         if (n > 0) {
             uint64_t now = now_ns();
+            if (c->ssl && O.tls_resume && !c->sess_taken)
+                take_session(c);
             int r = c->state == C_HANDSHAKE ? hs_consume(c, t->rbuf, (size_t)n, now)
                                             : take_frames(c, t->rbuf, (size_t)n, now);
             if (r < 0)
                 return;
-            if ((size_t)n < RBUF_SIZE)
+            if ((size_t)n < RBUF_SIZE && !c->ssl)
                 return; /* drained; edge-triggered epoll reports new data */
             continue;
         }
@@ -394,16 +437,50 @@ static int on_connect_event(struct conn *c, uint32_t ev)
         conn_kill(c);
         return 0;
     }
+    if (O.tls) {
+        c->ssl = tls_new(c->fd, O.tls_resume ? c->t->sess : NULL);
+        c->state = C_TLS;
+        return 1; /* the ClientHello goes out at once */
+    }
     send_handshake(c);
     /* Edge-triggered: a response already in this event (a server may
      * answer at once, e.g. with an error) is not reported again. */
     return (ev & (EPOLLIN | EPOLLRDHUP)) && c->state == C_HANDSHAKE;
 }
 
+/* One TLS handshake step; on success the HTTP upgrade request goes out.
+ * Returns 1 when done, 0 when it needs another event, -1 if c died. */
+static int tls_step(struct conn *c)
+{
+    int r = tls_handshake(c->ssl);
+    if (r == 0)
+        return 0;
+    if (r < 0) {
+        char why[224];
+        snprintf(why, sizeof why, "TLS: %s", tls_why());
+        hs_fail(c, why, 0);
+        return -1;
+    }
+    struct thr *t = c->t;
+    int v = tls_version(c->ssl);
+    if (v == 13 || v == 12)
+        t->st[v == 13 ? ST_TLS13 : ST_TLS12]++;
+    if (tls_resumed(c->ssl))
+        t->st[ST_TLS_RESUMED]++;
+    send_handshake(c);
+    return c->state == C_HANDSHAKE ? 1 : -1;
+}
+
 void conn_on_event(struct conn *c, uint32_t ev)
 {
     if (c->state == C_CONNECTING && !on_connect_event(c, ev))
         return;
+    /* Records may already wait in OpenSSL's buffer: read after the step. */
+    if (c->state == C_TLS) {
+        if (tls_step(c) <= 0)
+            return;
+        ev |= EPOLLIN;
+    }
     if (ev & (EPOLLIN | EPOLLRDHUP | EPOLLERR | EPOLLHUP))
         on_readable(c);
     if (c->state == C_DEAD || c->state == C_IDLE)

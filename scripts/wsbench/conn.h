@@ -6,9 +6,11 @@
  * whose verdicts (answer a ping, drop the connection) are carried out here.
  *
  * Contract:
- *   State moves C_IDLE -> C_CONNECTING -> C_HANDSHAKE -> C_OPEN
- *   [-> C_CLOSING] -> C_DEAD. connrate mode recycles a slot from C_OPEN back
- *   to C_IDLE/C_CONNECTING instead. Every exit is counted in exactly one
+ *   State moves C_IDLE -> C_CONNECTING [-> C_TLS] -> C_HANDSHAKE -> C_OPEN
+ *   [-> C_CLOSING] -> C_DEAD; C_TLS (wss://) is the TLS handshake (tls.h),
+ *   after which every byte goes through c->ssl. connrate mode recycles a
+ *   slot from C_OPEN back to C_IDLE/C_CONNECTING instead (TLS: with a
+ *   close_notify; --tls-resume keeps the session for the thread's next). Every exit is counted in exactly one
  *   counter of the worker (see stats.h); ST_OPEN, ST_INFLIGHT and the
  *   worker's pending count always match the live connections.
  *
@@ -16,7 +18,8 @@
  *                    at once (already counted, connection dead).
  *   conn_on_event()  handles one epoll event for the connection.
  *   conn_kill()      closes the socket and settles the books.
- *   hs_fail()        counts a failed handshake (why is logged) and kills.
+ *   hs_fail()        counts a failed handshake (why is logged; in C_TLS also
+ *                    as a TLS failure) and kills.
  *   send_ctrl()      queues a control frame and flushes; a frame that does
  *                    not fit the output buffer is dropped (only pongs and
  *                    closes use it). Returns as flush does: 1 flushed,

@@ -5,7 +5,8 @@
  * Every connection performs a real opening handshake (random 16-byte key,
  * Sec-WebSocket-Accept checked with libcrypto SHA-1), then sends masked
  * messages carrying (connection id, sequence number) and a pattern, and
- * checks every echoed byte. See usage() in options.c for the modes and
+ * checks every echoed byte; wss:// adds a TLS handshake (OpenSSL, libssl)
+ * before the upgrade. See usage() in options.c for the modes and
  * options.
  *
  * Build: make bench   (-> build/wsbench)
@@ -17,6 +18,7 @@
  *   modes     main-thread phase driver, samples
  *   procstat  /proc and rusage        stats     counters, histogram
  *   report    summary + RESULT line   util      clock, rng, logging
+ *   tls       wss:// over OpenSSL
  */
 #define _GNU_SOURCE
 #include <signal.h>
@@ -27,6 +29,7 @@
 #include "options.h"
 #include "report.h"
 #include "thread.h"
+#include "tls.h"
 
 /* One descriptor per connection plus headroom; raising the soft limit up
  * to the hard one needs no privilege, beyond it is worth a try as root. */
@@ -67,6 +70,8 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
+    if (O.tls)
+        tls_init();
     threads_init();
     run_prepare(&r);
     run_modes(&r);

@@ -13,6 +13,7 @@
 #include "options.h"
 #include "run.h"
 #include "thread.h"
+#include "tls.h"
 #include "util.h"
 
 volatile sig_atomic_t g_stop;
@@ -87,9 +88,20 @@ static void set_phase(int p)
     }
 }
 
+static ssize_t xwrite(int fd, struct ssl_st *s, const void *p, size_t n)
+{
+    return s ? tls_write(s, p, n) : write(fd, p, n);
+}
+
+static ssize_t xread(int fd, struct ssl_st *s, void *p, size_t n)
+{
+    return s ? tls_read(s, p, n) : read(fd, p, n);
+}
+
 /* Idle mode: one complete exchange before the baseline, so that code and
- * library pages the server touches once (handshake hashing, first frame)
- * are not counted as per-connection memory. Blocking, best effort. */
+ * library pages the server touches once (handshake hashing, first frame;
+ * over wss the TLS handshake too) are not counted as per-connection memory.
+ * Blocking, best effort. */
 static void warm_up_server(void)
 {
     static const char frame[] = { (char)0x82, (char)0x84, 1, 2, 3, 4, 'w' ^ 1, 'a' ^ 2, 'r' ^ 3, 'm' ^ 4 };
@@ -101,9 +113,15 @@ static void warm_up_server(void)
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     /* The RFC's sample key: the answer is not checked here. */
     int n = hs_request(req, sizeof req, "dGhlIHNhbXBsZSBub25jZQ==");
-    if (connect(fd, (struct sockaddr *)&O.addr, O.addrlen) == 0 && write(fd, req, (size_t)n) == n &&
-        read(fd, buf, sizeof buf) > 0 && write(fd, frame, sizeof frame) == (ssize_t)sizeof frame)
-        (void)!read(fd, buf, sizeof buf);
+    struct ssl_st *s = NULL;
+    int ok = connect(fd, (struct sockaddr *)&O.addr, O.addrlen) == 0;
+    if (ok && O.tls)
+        ok = tls_handshake(s = tls_new(fd, NULL)) == 1;
+    if (ok && xwrite(fd, s, req, (size_t)n) == n && xread(fd, s, buf, sizeof buf) > 0 &&
+        xwrite(fd, s, frame, sizeof frame) == (ssize_t)sizeof frame)
+        (void)!xread(fd, s, buf, sizeof buf);
+    if (s)
+        tls_free(s, ok);
     close(fd);
     usleep(200000);
 }

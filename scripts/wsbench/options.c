@@ -33,7 +33,7 @@ const char *mode_name(void)
 static void usage(FILE *f)
 {
     fprintf(f,
-"usage: wsbench [options] ws://HOST[:PORT][/PATH]\n"
+"usage: wsbench [options] ws[s]://HOST[:PORT][/PATH]\n"
 "\n"
 "WebSocket load generator: real RFC 6455 handshakes, masked messages, every\n"
 "echoed byte checked (connection id + sequence number + pattern).\n"
@@ -68,6 +68,13 @@ static void usage(FILE *f)
 "      --poke N          idle mode: connections poked with one echo; -1 = all\n"
 "                        (default 1000)\n"
 "      --settle SEC      idle mode: wait before sampling RSS (default 1)\n"
+"TLS (wss:// URLs; the server's certificate is NOT verified: this is a load\n"
+"generator for test certificates):\n"
+"      --sni NAME        server name sent (default: the URL's host)\n"
+"      --tls12, --tls13  only that TLS version (default: negotiated)\n"
+"      --tls-resume      each connection offers the session (ticket) of its\n"
+"                        thread's previous one; resumed handshakes are counted\n"
+"                        (mostly for --mode connrate)\n"
 "  -q, --quiet           no per-second progress on stderr\n"
 "  -h, --help            this text\n"
 "\n"
@@ -75,7 +82,10 @@ static void usage(FILE *f)
 "  msgs_per_s mb_per_s (echoed payload MB/s, 10^6 bytes, one direction)\n"
 "  p50_us p99_us p999_us max_us, hs_per_s (connrate), srv_cpu_pct\n"
 "  srv_ns_per_msg (server user+sys CPU per echoed message or handshake)\n"
-"  srv_rss_kb, rss_per_conn_b (idle), cli_cpu_pct, err_* counters, errors.\n"
+"  srv_rss_kb, rss_per_conn_b (idle), cli_cpu_pct, err_* counters, errors;\n"
+"  wss:// only, at the end: tls_fail (TLS handshake failures, also in\n"
+"  err_handshake), resumed (resumed TLS handshakes), tls13, tls12 (handshakes\n"
+"  per version).\n"
 "Exit status: 0 run completed, 1 fatal error, 2 usage error.\n");
 }
 
@@ -118,16 +128,17 @@ static void split_host_port(const char *url)
         if (colon)
             port = colon + 1;
     }
-    snprintf(O.port, sizeof O.port, "%s", port && *port ? port : "80");
+    snprintf(O.port, sizeof O.port, "%s", port && *port ? port : O.tls ? "443" : "80");
 }
 
 static void parse_url(const char *url)
 {
-    if (strncmp(url, "ws://", 5) != 0) {
-        fprintf(stderr, "wsbench: URL must start with ws:// (got '%s')\n", url);
+    O.tls = strncmp(url, "wss://", 6) == 0;
+    if (!O.tls && strncmp(url, "ws://", 5) != 0) {
+        fprintf(stderr, "wsbench: URL must start with ws:// or wss:// (got '%s')\n", url);
         exit(2);
     }
-    const char *h = url + 5, *slash = strchr(h, '/');
+    const char *h = url + (O.tls ? 6 : 5), *slash = strchr(h, '/');
     size_t hl = slash ? (size_t)(slash - h) : strlen(h);
     snprintf(O.path, sizeof O.path, "%s", slash ? slash : "/");
     if (hl == 0 || hl >= sizeof O.hosthdr - 1) {
@@ -137,6 +148,8 @@ static void parse_url(const char *url)
     memcpy(O.hosthdr, h, hl);
     O.hosthdr[hl] = 0;
     split_host_port(url);
+    if (O.tls && !O.sni[0])
+        snprintf(O.sni, sizeof O.sni, "%s", O.host);
     struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *ai;
     int r = getaddrinfo(O.host, O.port, &hints, &ai);
     if (r)
@@ -153,7 +166,28 @@ static void parse_url(const char *url)
     }
 }
 
-enum { OPT_SOURCES = 1000, OPT_MAXPEND, OPT_CTO, OPT_HSTO, OPT_DRAIN, OPT_POKE, OPT_SETTLE };
+enum {
+    OPT_SOURCES = 1000, OPT_MAXPEND, OPT_CTO, OPT_HSTO, OPT_DRAIN, OPT_POKE, OPT_SETTLE,
+    OPT_SNI, OPT_TLS12, OPT_TLS13, OPT_RESUME
+};
+
+/* The TLS options; 0 if o is not one of them. */
+static int apply_tls_option(int o, const char *arg)
+{
+    switch (o) {
+    case OPT_SNI:
+        if (!*arg || strlen(arg) >= sizeof O.sni) {
+            fprintf(stderr, "wsbench: bad --sni '%s'\n", arg);
+            exit(2);
+        }
+        snprintf(O.sni, sizeof O.sni, "%s", arg);
+        return 1;
+    case OPT_TLS12: O.tls_ver = O.tls_ver == 13 ? -1 : 12; return 1;
+    case OPT_TLS13: O.tls_ver = O.tls_ver == 12 ? -1 : 13; return 1;
+    case OPT_RESUME: O.tls_resume = 1; return 1;
+    default: return 0;
+    }
+}
 
 /* Applies one getopt_long result; returns -1, or the status to exit with. */
 static int apply_option(int o, const char *arg)
@@ -182,7 +216,11 @@ static int apply_option(int o, const char *arg)
     case OPT_SETTLE: O.settle = parse_num(arg, "settle time"); break;
     case 'q': O.quiet = 1; break;
     case 'h': usage(stdout); return 0;
-    default: usage(stderr); return 2;
+    default:
+        if (apply_tls_option(o, arg))
+            break;
+        usage(stderr);
+        return 2;
     }
     return -1;
 }
@@ -205,6 +243,8 @@ int options_parse(int argc, char **argv)
         {"sources", 1, 0, OPT_SOURCES}, {"max-pending", 1, 0, OPT_MAXPEND},
         {"connect-timeout", 1, 0, OPT_CTO}, {"hs-timeout", 1, 0, OPT_HSTO},
         {"drain", 1, 0, OPT_DRAIN}, {"poke", 1, 0, OPT_POKE}, {"settle", 1, 0, OPT_SETTLE},
+        {"sni", 1, 0, OPT_SNI}, {"tls12", 0, 0, OPT_TLS12}, {"tls13", 0, 0, OPT_TLS13},
+        {"tls-resume", 0, 0, OPT_RESUME},
         {"quiet", 0, 0, 'q'}, {"help", 0, 0, 'h'}, {0, 0, 0, 0},
     };
     int o;
@@ -221,6 +261,15 @@ int options_parse(int argc, char **argv)
         fprintf(stderr, "wsbench: option out of range (see -h)\n");
         return 2;
     }
+    if (O.tls_ver < 0) {
+        fprintf(stderr, "wsbench: --tls12 and --tls13 exclude each other\n");
+        return 2;
+    }
+    int tls_opts = O.tls_resume || O.tls_ver || O.sni[0];
     parse_url(argv[optind]);
+    if (tls_opts && !O.tls) {
+        fprintf(stderr, "wsbench: --sni, --tls12, --tls13 and --tls-resume need a wss:// URL\n");
+        return 2;
+    }
     return -1;
 }

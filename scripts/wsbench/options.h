@@ -3,8 +3,9 @@
  * worker starts; read-only (O) everywhere afterwards.
  *
  * Contract:
- *   options_parse(argc, argv)  fills O from the options and the ws:// URL
- *       (resolved to O.addr). Returns -1 when the run should go ahead,
+ *   options_parse(argc, argv)  fills O from the options and the ws:// or
+ *       wss:// URL (resolved to O.addr; wss sets O.tls, O.sni defaults to
+ *       the host). Returns -1 when the run should go ahead,
  *       otherwise the status main must exit with: 0 after --help, 2 for a
  *       usage error (message already on stderr). Exits 1 itself if the host
  *       does not resolve.
@@ -34,6 +35,8 @@ struct options {
     pid_t server_pid;
     long poke; /* idle mode: connections poked afterwards; -1 = all */
     int spread; /* bind sources over 127/8 */
+    int tls, tls_resume, tls_ver; /* wss://; --tls-resume; 12/13 pinned, 0 = any */
+    char sni[256];
 };
 
 extern struct options O;

@@ -114,14 +114,25 @@ static void summary_errors(const struct totals *m)
                s[ST_CLOSE_NOREPLY]);
 }
 
+/* wss:// only: ws:// output stays as it was. */
+static void summary_tls(const struct totals *m)
+{
+    const uint64_t *s = m->s;
+    printf("  tls:         %" PRIu64 " handshakes (TLSv1.3 %" PRIu64 ", TLSv1.2 %" PRIu64 "), %" PRIu64
+           " resumed, %" PRIu64 " failed; SNI %s, certificate not verified\n", s[ST_TLS13] + s[ST_TLS12],
+           s[ST_TLS13], s[ST_TLS12], s[ST_TLS_RESUMED], s[ST_TLS_FAIL], O.sni);
+}
+
 static void summary(const struct run *r, const struct totals *m)
 {
-    printf("wsbench %s ws://%s%s  conns=%d size=%zu inflight=%d %s threads=%d duration=%.1fs warmup=%.1fs\n",
-           mode_name(), O.hosthdr, O.path, O.conns, O.size, O.inflight, O.text ? "text" : "binary",
+    printf("wsbench %s %s://%s%s  conns=%d size=%zu inflight=%d %s threads=%d duration=%.1fs warmup=%.1fs\n",
+           mode_name(), O.tls ? "wss" : "ws", O.hosthdr, O.path, O.conns, O.size, O.inflight, O.text ? "text" : "binary",
            O.threads, O.duration, O.warmup);
     summary_rates(r, m);
     summary_resources(r, m);
     summary_errors(m);
+    if (O.tls)
+        summary_tls(m);
 }
 
 static void result_main(const struct run *r, const struct totals *m)
@@ -157,8 +168,13 @@ static void result_tail(const struct run *r, const struct totals *m)
     /* err_hs503 is listed too, though not part of errors. */
     for (int k = ST_E_CONNECT; k <= ST_E_TIMEOUT; k++)
         printf(" %s=%" PRIu64, stat_names[k], s[k]);
-    printf(" close_ok=%" PRIu64 " close_noreply=%" PRIu64 " errors=%" PRIu64 "\n", s[ST_CLOSE_OK],
+    printf(" close_ok=%" PRIu64 " close_noreply=%" PRIu64 " errors=%" PRIu64, s[ST_CLOSE_OK],
            s[ST_CLOSE_NOREPLY], m->errors);
+    /* New keys go last, and only where they mean something. */
+    if (O.tls)
+        printf(" tls_fail=%" PRIu64 " resumed=%" PRIu64 " tls13=%" PRIu64 " tls12=%" PRIu64, s[ST_TLS_FAIL],
+               s[ST_TLS_RESUMED], s[ST_TLS13], s[ST_TLS12]);
+    printf("\n");
 }
 
 void report_print(const struct run *r)

@@ -1,6 +1,6 @@
 /*
  * report — the results on stdout: a human-readable summary, then a single
- * "RESULT key=value ..." line. scripts/bench, idle-load, hostile-load,
+ * "RESULT key=value ..." line (wss:// runs add TLS keys at its end). scripts/bench, idle-load, hostile-load,
  * reload-under-load and scaling parse that line (and only look for the
  * "wsbench: " prefix on stderr), so its keys, their order and their number
  * formats are an interface: change them only together with those scripts.

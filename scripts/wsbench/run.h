@@ -14,7 +14,10 @@
  *                pub[] and ack are what other threads may read.
  *   struct conn  one connection's state: its lifecycle and send side are
  *                conn.h's, the frame parser fields (in_payload .. ctrl)
- *                inbound.h's; no other module writes them.
+ *                inbound.h's; no other module writes them. ssl is NULL on
+ *                a ws:// connection, which is all the plain path tests.
+ *   thr.sess     wss --tls-resume: the session the worker's next connection
+ *                offers (the latest one taken); conn.c's.
  */
 #ifndef WSBENCH_RUN_H
 #define WSBENCH_RUN_H
@@ -30,15 +33,20 @@
 
 enum phase { P_CONNECT, P_RUN, P_POKE, P_DRAIN, P_CLOSE, P_EXIT };
 
-enum cstate { C_IDLE, C_CONNECTING, C_HANDSHAKE, C_OPEN, C_CLOSING, C_DEAD };
+/* C_TLS (wss: TLS handshake, between C_CONNECTING and C_HANDSHAKE) comes
+ * last so that the numbers in log lines keep their meaning. */
+enum cstate { C_IDLE, C_CONNECTING, C_HANDSHAKE, C_OPEN, C_CLOSING, C_DEAD, C_TLS };
 
 struct hsbuf;
+struct ssl_st;         /* tls.h */
+struct ssl_session_st; /* tls.h */
 
 struct conn {
     int fd;
     uint8_t state;
     uint8_t in_payload, f_op, f_fin, msg_op, fh_have, fh_need, ctrl_len;
     uint8_t poke;
+    uint8_t sess_taken; /* --tls-resume: this connection's session is kept */
     uint32_t id;
     struct thr *t;
     uint64_t send_seq, recv_seq;
@@ -47,6 +55,7 @@ struct conn {
     uint8_t *out;
     uint64_t *ts; /* send timestamps, ring of O.inflight */
     struct hsbuf *hs;
+    struct ssl_st *ssl; /* wss:// only */
     uint64_t t_start; /* connect start */
     uint64_t f_len, f_off, msg_off;
     uint8_t fh[14];
@@ -60,6 +69,7 @@ struct thr {
     int nconns, next_connect, pending;
     uint8_t *rbuf, *pat;
     uint64_t rng;
+    struct ssl_session_st *sess;
     uint64_t st[ST_N];
     _Atomic uint64_t pub[ST_N];
     uint64_t hist[HBUCKETS];

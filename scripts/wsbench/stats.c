@@ -4,7 +4,8 @@ const char *const stat_names[ST_N] = {
     "msgs_win", "bytes_win", "msgs", "hs_ok", "hs_win", "open", "inflight",
     "settled", "err_connect", "err_handshake", "err_hs503", "err_mismatch",
     "err_reset", "err_eof", "err_close", "err_proto", "err_timeout",
-    "poke_sent", "poke_ok", "close_ok", "close_noreply",
+    "poke_sent", "poke_ok", "close_ok", "close_noreply", "tls_fail", "resumed",
+    "tls13", "tls12",
 };
 
 /* The midpoint halves the worst-case error against either bucket edge. */

@@ -5,7 +5,8 @@
  *   enum counter   indexes a worker's counter array; stat_names[] gives the
  *                  key each one has in the RESULT line.
  *   stat_is_error  the kinds that add up to "errors": err_connect..err_timeout
- *                  except err_hs503, which is also counted in err_handshake.
+ *                  except err_hs503 and tls_fail, which are also counted in
+ *                  err_handshake.
  *   Histogram      HBUCKETS log-linear buckets (64 per power of two, so any
  *                  value is within 1.6% of its bucket); hist_index() maps a
  *                  value (ns) to its bucket, hist_pct() reads a percentile
@@ -21,7 +22,10 @@ enum counter {
     ST_INFLIGHT, ST_SETTLED, /* connections whose connect finished (ok or not) */
     ST_E_CONNECT, ST_E_HS, ST_E_HS503, ST_E_MISMATCH, ST_E_RESET, ST_E_EOF,
     ST_E_CLOSE, ST_E_PROTO, ST_E_TIMEOUT, ST_POKE_SENT, ST_POKE_OK,
-    ST_CLOSE_OK, ST_CLOSE_NOREPLY, ST_N
+    ST_CLOSE_OK, ST_CLOSE_NOREPLY,
+    ST_TLS_FAIL, /* TLS handshake failures, also counted in ST_E_HS */
+    ST_TLS_RESUMED, ST_TLS13, ST_TLS12, /* completed TLS handshakes */
+    ST_N
 };
 
 extern const char *const stat_names[ST_N];

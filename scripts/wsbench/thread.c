@@ -16,6 +16,7 @@
 #include "options.h"
 #include "payload.h"
 #include "run.h"
+#include "tls.h"
 #include "util.h"
 
 #define MAX_EVENTS 1024
@@ -106,9 +107,13 @@ static void hs_timed_out(struct conn *c)
     getsockname(c->fd, (struct sockaddr *)&la, &ll);
     char why[160], ip[INET_ADDRSTRLEN] = "?";
     inet_ntop(AF_INET, &la.sin_addr, ip, sizeof ip);
-    snprintf(why, sizeof why, "no complete response within %.1f s (from %s:%u, %u request "
-             "bytes unsent, %u response bytes)", O.hs_timeout, ip, ntohs(la.sin_port),
-             c->out_len - c->out_off, c->hs ? c->hs->len : 0);
+    if (c->state == C_TLS)
+        snprintf(why, sizeof why, "TLS handshake not done within %.1f s (from %s:%u)", O.hs_timeout, ip,
+                 ntohs(la.sin_port));
+    else
+        snprintf(why, sizeof why, "no complete response within %.1f s (from %s:%u, %u request "
+                 "bytes unsent, %u response bytes)", O.hs_timeout, ip, ntohs(la.sin_port),
+                 c->out_len - c->out_off, c->hs ? c->hs->len : 0);
     hs_fail(c, why, 0);
 }
 
@@ -117,7 +122,8 @@ static void scan_timeouts(struct thr *t, uint64_t now)
     uint64_t hs_to = (uint64_t)(O.hs_timeout * 1e9);
     for (int i = 0; i < t->nconns && t->pending > 0; i++) {
         struct conn *c = &t->conns[i];
-        if ((c->state != C_CONNECTING && c->state != C_HANDSHAKE) || now - c->t_start <= hs_to)
+        if ((c->state != C_CONNECTING && c->state != C_TLS && c->state != C_HANDSHAKE) ||
+            now - c->t_start <= hs_to)
             continue;
         if (c->state == C_CONNECTING) {
             t->st[ST_E_CONNECT]++;
@@ -152,6 +158,8 @@ static void thread_release(struct thr *t)
         c->out = NULL;
         c->ts = NULL;
     }
+    tls_session_free(t->sess);
+    t->sess = NULL;
     publish(t);
 }
 
