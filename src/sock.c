@@ -47,7 +47,9 @@ static ssize_t plain_send(struct sock *s, const void *buf, size_t len)
     return send(s->io.fd, buf, len, MSG_NOSIGNAL);
 }
 
-static const struct sock_backend plain = { plain_recv, plain_send, NULL, NULL, NULL, NULL, 0, 1 };
+static const struct sock_backend plain = {
+    plain_recv, plain_send, NULL, NULL, NULL, NULL, NULL, 0, 1,
+};
 
 #define MAX_BACKENDS 4
 static const struct sock_backend *backends[MAX_BACKENDS] = { &plain };
@@ -256,7 +258,8 @@ ssize_t sock_fill(struct sock *s)
         s->rlen += (uint32_t)n;
         S.run_read += (size_t)n;
         /* Skip the read that would say EAGAIN. */
-        s->drained = be(s)->short_read_drains && (size_t)n < room;
+        s->drained = be(s)->short_read_drains ? (size_t)n < room
+                   : be(s)->drained != NULL && be(s)->drained(s);
     }
     return n;
 }

@@ -52,6 +52,9 @@ struct sock_backend {
     /* Optional: 0 until the backend's own handshake is done (before it,
      * nothing can be said to the peer in HTTP). */
     int (*handshaken)(const struct sock *s);
+    /* Optional, for backends whose reads are not the kernel's: after a
+     * read, whether the kernel had no more and the backend holds nothing. */
+    int (*drained)(const struct sock *s);
     /* What one connection of this backend holds besides our buffers
      * (measured), counted in mem.h like them. */
     size_t conn_bytes;
@@ -77,6 +80,7 @@ struct sock {
     uint8_t drained : 1;        /* a short read emptied the socket this run */
     uint8_t failed : 1;         /* an error, or out of memory: drop it */
     uint8_t shut_wr : 1;        /* our FIN is sent */
+    uint8_t be_drained : 1;     /* the backend's: its last kernel read was short */
 };
 
 /* Once per worker, before any socket. */
