@@ -360,3 +360,22 @@ def test_a_stalled_tls_handshake_is_closed_by_handshake_timeout(tls_server):
         t.sendall(b"GET / HTTP/1.1\r\n")               # TLS done, HTTP stalls: 408
         t.settimeout(5)
         assert b" 408 " in t.recv(1000)
+
+
+def test_wss_backpressure_loses_nothing(server_factory, certs):
+    """A wss client that stops reading while the server streams 16 KiB
+    messages fills the socket (OpenSSL's writes then wait for EPOLLOUT);
+    once it reads again every message arrives, in order."""
+    srv = server_factory(workers=1, start=False, max_pending_output="256k", routes={
+        "/": "echo", "/fast": {"module": "stream", "interval": "1ms", "size": "16k"}})
+    srv.tport = free_port()
+    srv.cfg["listen"] = tls_listen(srv.port, srv.tport, certs)
+    srv.write_config(srv.cfg)
+    srv.start()
+
+    async def scenario():
+        async with wss(srv, "/fast", max_queue=1, read_limit=2 ** 16, write_limit=2 ** 16) as ws:
+            await asyncio.sleep(1.5)                  # not reading: the socket fills up
+            return [int((await ws.recv()).rstrip(".")) for _ in range(400)]
+    nums = run_async(scenario(), timeout=40)
+    assert nums == list(range(400))
