@@ -376,8 +376,8 @@ static void expire(struct conn *c, enum conn_queue q)
     case CONN_Q_HANDSHAKE:
         if (!sock_handshaken(&c->s)) {
             char peer[64];
-            log_info("TLS handshake from %s not completed in time", conn_peer_name(c, peer,
-                                                                                   sizeof(peer)));
+            log_info("TLS handshake from %s not completed in time",
+                     sock_peer_name(&c->s, peer, sizeof(peer)));
             conn_close(c); /* no 408 can reach a peer that has no TLS session */
         } else {
             respond(c, 408, "handshake not completed in time");
