@@ -17,6 +17,7 @@
 #include "modules.h"
 
 #include "conflisten.h"
+#include "confstatus.h"
 #include "confval.h"
 #include "tls.h"
 
@@ -299,6 +300,8 @@ static const struct key keys[] = {
     { "allowed_origins",    parse_origins,   0, 0, 0 },
     { "subprotocols",       parse_subprotocols, 0, 0, 0 },
     { "routes",             parse_routes,    0, 0, 0 },
+    { "status",             conf_status,     0, 0, 0 },
+    { "health_paths",       conf_health_paths, 0, 0, 0 },
     { "reload_handoff",     parse_switch,    OFF(reload_handoff), 0, 0 },
     { "upgrade_timeout",    conf_duration,  OFF(upgrade_timeout_ms), 100, 3600000 },
     { "session_ticket_rotation", conf_duration, OFF(ticket_rotation_ms), 1000, 86400000 },
@@ -354,7 +357,7 @@ static int check_whole(struct parse *p, struct config *cf)
         return conf_fail(p, p->group_set, "group: needs 'user' too");
     if (cf->idle_timeout_ms && cf->ping_interval_ms >= cf->idle_timeout_ms)
         cf->ping_interval_ms = 0; /* no time to ping before giving up */
-    return 0;
+    return conf_status_check(p, cf);
 }
 
 static int parse_root(struct parse *p, struct config *cf)
@@ -440,6 +443,7 @@ void config_free(struct config *cf)
     routes_clear(cf);
     free(cf->routes);
     conf_listen_free(cf);
+    conf_status_free(cf);
     free(cf->pid_file);
     free(cf->error_log);
     free(cf->user);

@@ -85,6 +85,9 @@ struct config {
     int reload_handoff;         /* 1: reloads hand open WebSockets to the new workers */
     uint64_t upgrade_timeout_ms;/* a new executable must be serving within this */
     uint64_t ticket_rotation_ms;/* TLS session ticket keys: a new one this often */
+    struct config_listen status;/* the status listener; addrlen 0: none */
+    char *healthz_path;         /* on the main listeners too; NULL: not there */
+    char *readyz_path;
 };
 
 #define CONFIG_ERR_MAX 1024

@@ -203,8 +203,7 @@ void conf_listen_free(struct config *cf)
     cf->listen = NULL;
 }
 
-/* "1.2.3.4:80", "*:80" or "[::1]:80" into a socket address. */
-static int address_parse(const char *s, struct config_listen *l)
+int conf_listen_address(const char *s, struct config_listen *l)
 {
     char host[INET6_ADDRSTRLEN + 2];
     const char *colon = strrchr(s, ':');
@@ -252,7 +251,7 @@ static int add_listen(struct parse *p, yaml_node_t *n, struct config *cf)
     struct config_listen l;
     if (s == NULL)
         return -1;
-    if (address_parse(s, &l) < 0)
+    if (conf_listen_address(s, &l) < 0)
         return conf_fail(p, an, "listen: invalid address '%s' (expected IPv4:port, *:port "
                     "or [IPv6]:port with a port in 1..65535)", s);
     for (size_t i = 0; i < cf->nlisten; i++)
@@ -290,5 +289,5 @@ int conf_listen(struct parse *p, yaml_node_t *n, struct config *cf, const struct
 
 void conf_listen_default(struct config_listen *l)
 {
-    address_parse("127.0.0.1:8080", l);
+    conf_listen_address("127.0.0.1:8080", l);
 }

@@ -10,6 +10,8 @@
 
 /* The key's parser (key_fn). */
 int  conf_listen(struct parse *p, yaml_node_t *n, struct config *cf, const struct key *k);
+/* "1.2.3.4:80", "*:80" or "[::1]:80" into l (plain). 0, or -1. */
+int  conf_listen_address(const char *s, struct config_listen *l);
 /* The default listener, 127.0.0.1:8080, plain. */
 void conf_listen_default(struct config_listen *l);
 /* Frees the listeners and their TLS settings and contexts. */

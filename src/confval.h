@@ -18,6 +18,8 @@ struct parse {
     char *err;
     yaml_node_t *group_set;  /* the group key, if given */
     yaml_node_t *spread;     /* the drain_spread value, if given */
+    yaml_node_t *status_at;  /* status.listen, health_paths.healthz / readyz: */
+    yaml_node_t *health_at[2]; /* checked against listen and routes at the end */
 };
 
 struct key;

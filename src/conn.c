@@ -13,6 +13,7 @@
 #include "mem.h"
 #include "pool.h"
 #include "sock.h"
+#include "stats.h"
 #include "tls.h"
 #include "ws.h"
 
@@ -129,6 +130,7 @@ static struct conn *conn_new(struct conn_env *e, int fd)
     ev_timer_init(&c->timer);
     list_append(&e->all, &c->link);
     e->nconns++;
+    STATS_SET(stats_me->open, (int64_t)e->nconns);
     return c;
 }
 
@@ -140,6 +142,7 @@ static void conn_unlink(struct conn *c)
     list_remove(&c->link);
     list_append(&c->env->dead_q, &c->link);
     c->env->nconns--;
+    STATS_SET(stats_me->open, (int64_t)c->env->nconns);
 }
 
 static void conn_close(struct conn *c)
@@ -204,6 +207,7 @@ static void respond(struct conn *c, int status, const char *reason)
     char buf[512], peer[64];
     int head = c->state == CONN_HTTP && c->in != NULL && http_req_is_head(&c->in->req);
     size_t n = http_error_response(status, reason, head, buf, sizeof(buf));
+    STATS_ADD(stats_me->c.handshakes[stats_hs_of(status)], 1);
     log_info("handshake from %s refused: %d %s", sock_peer_name(&c->s, peer, sizeof(peer)),
              status, reason);
     http_end(c);
@@ -273,6 +277,7 @@ static void upgrade(struct conn *c, const struct http_verdict *v, size_t end)
     sock_begin(&c->s);
     sock_write(&c->s, buf, n);
     timer_clear(c);
+    STATS_ADD(stats_me->c.handshakes[HS_101], 1);
     struct ws_conn *ws = n ? ws_open(&c->s, v->route, &req, NULL, 0) : NULL;
     char *pending = http_in_take_rest(c->in, end, &rest);
     sock_set_input(&c->s, pending, rest); /* frames pipelined behind the request */
@@ -288,9 +293,35 @@ static void upgrade(struct conn *c, const struct http_verdict *v, size_t end)
     ws_step(c);
 }
 
+/* health_paths: a load balancer's check on a public port, answered like
+ * the status listener's (ready: serving, not stopping, not at the
+ * connection limit). 1 if the request was one. */
+static int health(struct conn *c)
+{
+    const struct config *cf = c->env->cf;
+    const struct http_req *r = &c->in->req;
+    char buf[256];
+    int status = 200;
+    const char *text = "ok";
+    if (cf->readyz_path && http_req_path_is(r, c->in->buf, cf->readyz_path)) {
+        if (stats != NULL && STATS_GET(stats->stopping))
+            status = 503, text = "stopping";
+        else if (c->reject)
+            status = 503, text = "at the connection limit";
+    } else if (!cf->healthz_path || !http_req_path_is(r, c->in->buf, cf->healthz_path)) {
+        return 0;
+    }
+    size_t n = http_error_response(status, text, http_req_is_head(r), buf, sizeof(buf));
+    http_end(c);
+    send_and_linger(c, buf, n);
+    return 1;
+}
+
 static void http_complete(struct conn *c, size_t end)
 {
     struct http_verdict v;
+    if (health(c))
+        return;
     if (c->reject) {
         respond(c, c->reject, "server is at its connection limit, try again later");
         return;
@@ -357,6 +388,7 @@ int conn_accept(struct conn_env *e, int fd, int reject_status, const struct conf
         close(fd);
         return -1;
     }
+    STATS_ADD(stats_me->c.accepted, 1);
     if (tls != NULL && tls_accept(&c->s, tls) < 0) {
         log_error("out of memory for a TLS connection");
         conn_close(c);
@@ -392,12 +424,12 @@ static void expire(struct conn *c, enum conn_queue q)
         ws_ping(c->ws);
         break;
     case CONN_Q_IDLE:
-        ws_close(c->ws, 1001, "idle timeout");
+        ws_timeout(c->ws, 1001, "idle timeout");
         break;
     case CONN_Q_STALL:
         /* The peer sends but does not read: its close frame may never get
          * through either; close_timeout then drops the connection. */
-        ws_close(c->ws, 1008, "not reading");
+        ws_timeout(c->ws, 1008, "not reading");
         break;
     default:
         conn_close(c);
@@ -548,6 +580,8 @@ int conn_export(struct conn *c, struct handoff_conn *hc, uint8_t *state, size_t 
     hc->state = state;
     hc->pending = (const char *)sock_input(&c->s);
     hc->pending_len = sock_avail(&c->s);
+    hc->started = ws_started(c->ws);
+    hc->hops = 0;
     return 0;
 }
 
@@ -606,6 +640,8 @@ int conn_start_ws(struct conn *c, const struct config_route *r, const struct han
         conn_close(c);
         return -1;
     }
+    if (hc->started != 0)
+        ws_set_started(c->ws, hc->started);
     c->state = CONN_WS;
     keepalive_since(c, hc->silent_ms);
     /* Bytes that travelled with it are ours to process now; for anything

@@ -17,6 +17,8 @@
 #include "listener.h"
 #include "log.h"
 #include "notify.h"
+#include "stats.h"
+#include "status.h"
 #include "upgrade.h"
 #include "worker.h"
 
@@ -38,6 +40,7 @@ struct wproc {
     int ready;              /* said it is serving */
     uint64_t started_ms;
     uint64_t kill_at_ms;    /* 0: no deadline */
+    struct stats_slot *ss;  /* its counters (NULL: no slot was free) */
 };
 
 struct slot {
@@ -172,9 +175,35 @@ static void inbox_close(struct wproc *w)
     w->inbox = -1;
 }
 
+/* The status listener's view of the generations and their workers (stats.h),
+ * rewritten whenever one changes state: the newest STATS_GENS generations. */
+static void publish(void)
+{
+    unsigned n = 0, k = 0, skip;
+    uint64_t mono = ev_now_ms(), wall = stats_wall_ms();
+    if (stats == NULL)
+        return;
+    FOR_EACH_GEN(g)
+        n++;
+    skip = n > STATS_GENS ? n - STATS_GENS : 0;
+    memset(stats->gens, 0, sizeof(stats->gens));
+    FOR_EACH_GEN(g) {
+        if (skip > 0 && skip--)
+            continue;
+        stats->gens[k++] = (struct stats_gen){
+            .id = g->id, .state = (uint32_t)g->state, .workers = g->started,
+            .started_ms = wall - (mono - g->started_ms),
+        };
+    }
+    FOR_EACH_WORKER(g, w)
+        if (w->ss != NULL)
+            STATS_SET(w->ss->state, g->state == GEN_DRAINING ? SLOT_DRAINING
+                                    : w->ready ? SLOT_SERVING : SLOT_STARTING);
+}
+
 /* ---- Forks and deaths ---- */
 
-static void child_start(unsigned slot, int channel, int inbox)
+static void child_start(unsigned slot, int channel, int inbox, struct stats_slot *ss)
 {
     const struct config *cf = G.cur->cf;
     int fds[cf->nlisten];
@@ -186,6 +215,8 @@ static void child_start(unsigned slot, int channel, int inbox)
     }
     upgrade_close_in_child();
     listeners_keep_slot(G.ls, slot);
+    status_close_in_child();
+    stats_worker(ss);
     for (size_t i = 0; i < cf->nlisten; i++)
         fds[i] = listeners_fd(G.ls, i, slot);
     struct worker_args a = {
@@ -227,9 +258,11 @@ static int spawn(unsigned slot)
     }
     /* Before the fork: a worker's first message must raise SIGIO too. */
     channel_watch(sv[0], G.master);
+    struct stats_slot *ss = stats_slot_take(g->id, slot);
     pid_t pid = fork();
     if (pid < 0) {
         log_error("fork: %s", strerror(errno));
+        stats_slot_free(ss);
         close_pair(sv);
         close_pair(ib);
         return -1;
@@ -237,8 +270,12 @@ static int spawn(unsigned slot)
     if (pid == 0) {
         close(sv[0]);
         close(ib[1]);
-        child_start(slot, sv[1], ib[0]);
+        child_start(slot, sv[1], ib[0], ss);
     }
+    if (ss == NULL)
+        log_warn("worker %d (slot %u) is not counted: all %u status slots are taken",
+                 (int)pid, slot, STATS_SLOTS);
+    stats_slot_pid(ss, pid);
     close(sv[1]);
     close(ib[0]);
     /* The inbox's write end is given away once the generation is ready; a
@@ -249,6 +286,7 @@ static int spawn(unsigned slot)
     }
     g->workers[g->started++] = (struct wproc){
         .pid = pid, .slot = slot, .channel = sv[0], .inbox = ib[1], .started_ms = ev_now_ms(),
+        .ss = ss,
     };
     log_info("worker %d started (slot %u, generation %u)", (int)pid, slot, g->id);
     return 0;
@@ -272,21 +310,30 @@ static void worker_gone(struct generation *g, struct wproc *wp, int status, cons
     inbox_close(&w);
     *wp = g->workers[--g->started];
     g->ready -= w.ready ? 1 : 0;
+    stats_slot_free(w.ss);
+    if (stats != NULL)
+        stats->exits[WIFSIGNALED(status) ? EXIT_SIGNAL : WEXITSTATUS(status) ? EXIT_ERROR
+                                                                          : EXIT_NORMAL]++;
     if (g->state == GEN_DRAINING) {
         log_info("worker %d (slot %u, generation %u) %s", (int)w.pid, w.slot, g->id, how);
     } else if (WIFEXITED(status) && WEXITSTATUS(status) == WORKER_EXIT_FATAL) {
+        stats_event("worker %d (slot %u, generation %u) %s: fatal", (int)w.pid, w.slot, g->id,
+                    how);
         log_error("worker %d (slot %u, generation %u) %s: fatal start-up error, "
                   "slot %u stays empty until the next reload", (int)w.pid, w.slot,
                   g->id, how, w.slot);
     } else {
         struct slot *s = &g->slots[w.slot];
         respawn_later(s, ev_now_ms() - w.started_ms);
+        stats_event("worker %d (slot %u, generation %u) %s; respawning", (int)w.pid, w.slot,
+                    g->id, how);
         log_error("worker %d (slot %u, generation %u) %s; respawning %s%u ms", (int)w.pid,
                   w.slot, g->id, how, s->backoff_ms ? "with back-off in " : "in ",
                   s->backoff_ms);
     }
     if (g != G.cur && g->started == 0)
         gen_discard(g);
+    publish();
 }
 
 int gen_reaped(pid_t pid, int status, const char *how)
@@ -366,14 +413,17 @@ void gen_start(struct generation *g)
     for (unsigned s = 0; s < g->cf->worker_processes; s++)
         if (spawn(s) < 0)
             respawn_later(&g->slots[s], 0); /* try again shortly rather than give up */
-    if (prev == NULL)
+    if (prev == NULL) {
+        publish();
         return;
+    }
     drain_workers(WORKER_CMD_RELOAD, WORKER_CMD_RETIRE, 0);
     hurry_old_generations();
     /* Older ones are freed by the reap of their last worker; this one may
      * have had none left to reap. */
     if (prev->started == 0)
         gen_discard(prev);
+    publish();
 }
 
 void gen_stop(int fast)
@@ -392,6 +442,7 @@ void gen_stop(int fast)
     /* Draining workers must not wait for handoffs that will never come. */
     FOR_EACH_WORKER(g, w)
         inbox_close(w);
+    publish();
 }
 
 void gen_hand_over(pid_t new_master, const int *inboxes, unsigned n)
@@ -410,6 +461,7 @@ void gen_hand_over(pid_t new_master, const int *inboxes, unsigned n)
     }
     FOR_EACH_GEN(g)
         g->state = GEN_DRAINING;
+    publish();
 }
 
 void gen_free_all(void)
@@ -455,6 +507,8 @@ void gen_check_ready(void)
     log_notice("generation %u ready: %u workers serving, %u draining (%llu ms)", cur->id,
                cur->cf->worker_processes, gen_draining(),
                (unsigned long long)(ev_now_ms() - cur->started_ms));
+    stats_event("generation %u serving: %u workers", cur->id, cur->cf->worker_processes);
+    publish();
     notify_send("READY=1");
     notify_send("STATUS=generation %u: %u of %u workers serving, %u draining", cur->id,
                 cur->ready, cur->cf->worker_processes, gen_draining());
@@ -469,6 +523,8 @@ void gen_read_channels(void)
             if (cmd == WORKER_MSG_READY && !w->ready) {
                 w->ready = 1;
                 g->ready++;
+                if (w->ss != NULL && g->state != GEN_DRAINING)
+                    STATS_SET(w->ss->state, SLOT_SERVING);
             }
             if (fd >= 0)
                 close(fd);

@@ -5,25 +5,31 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#define HANDOFF_MAGIC 0x57534832u /* "WSH2": with the module's state */
-/* "WSH1", the format before module state, is still read: a binary upgrade
- * from that version hands its connections over too (with no state). */
+#define HANDOFF_MAGIC 0x57534833u /* "WSH3": with the connection's age and hops */
+/* The formats before are still read, so that a binary upgrade from those
+ * versions hands its connections over too: "WSH2" (no age: it starts
+ * again) and "WSH1" (no module state either). */
+#define HANDOFF_MAGIC_V2 0x57534832u
 #define HANDOFF_MAGIC_V1 0x57534831u
 
 struct wire {
     uint32_t magic, silent_ms, path_len, pending_len, state_len;
+    uint32_t started, hops;     /* v3 */
 };
 
-/* Checks the header of a received message of n bytes into *w (a v1 header
- * is one field shorter); its length, or 0 if the message is malformed. */
+/* Checks the header of a received message of n bytes into *w (older
+ * headers are shorter); its length, or 0 if the message is malformed. */
 static size_t wire_check(const char *buf, size_t n, struct wire *w)
 {
     size_t hlen = sizeof(*w);
     memset(w, 0, sizeof(*w));
     memcpy(w, buf, n < sizeof(*w) ? n : sizeof(*w));
-    if (w->magic == HANDOFF_MAGIC_V1) {
-        hlen -= sizeof(w->state_len);
-        w->state_len = 0;
+    if (w->magic == HANDOFF_MAGIC_V1 || w->magic == HANDOFF_MAGIC_V2) {
+        hlen = offsetof(struct wire, started) -
+               (w->magic == HANDOFF_MAGIC_V1 ? sizeof(w->state_len) : 0);
+        w->started = w->hops = 0;
+        if (w->magic == HANDOFF_MAGIC_V1)
+            w->state_len = 0;
     } else if (w->magic != HANDOFF_MAGIC) {
         return 0;
     }
@@ -50,7 +56,8 @@ int handoff_send(int sock, const struct handoff_conn *hc)
 {
     union { struct cmsghdr h; char buf[CMSG_SPACE(sizeof(int))]; } ctl;
     struct wire w = { HANDOFF_MAGIC, hc->silent_ms, (uint32_t)hc->path_len,
-                      (uint32_t)hc->pending_len, (uint32_t)hc->state_len };
+                      (uint32_t)hc->pending_len, (uint32_t)hc->state_len, hc->started,
+                      hc->hops };
     struct iovec iov[4] = {
         { &w, sizeof(w) },
         { (void *)hc->path, hc->path_len },
@@ -119,6 +126,8 @@ int handoff_recv(int sock, struct handoff_conn *hc)
         hc->pending_len = w.pending_len;
         hc->state = (const uint8_t *)hc->pending + w.pending_len;
         hc->state_len = w.state_len;
+        hc->started = w.started;
+        hc->hops = w.hops;
         return 1;
     }
 }

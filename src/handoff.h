@@ -24,6 +24,8 @@ struct handoff_conn {
     size_t pending_len;
     const uint8_t *state;   /* the module's (module.h: export, on_adopt) */
     size_t state_len;
+    uint32_t started;       /* when the WebSocket began (ws_clock); 0: not said */
+    uint32_t hops;          /* handoffs it went through before this one */
 };
 
 /* An inbox: sv[0] for the receiving worker, sv[1] for the senders. */

@@ -187,6 +187,16 @@ enum http_result http_req_feed(struct http_req *r, const char *buf, size_t from,
     return HTTP_BAD;
 }
 
+int http_req_path_is(const struct http_req *r, const char *buf, const char *path)
+{
+    size_t n = strlen(path), len = r->url.len;
+    const char *u = buf + r->url.off, *q = memchr(u, '?', len);
+    if (q != NULL)
+        len = (size_t)(q - u);
+    return (r->parser.method == HTTP_GET || r->parser.method == HTTP_HEAD) && len == n &&
+           memcmp(u, path, n) == 0;
+}
+
 int http_req_is_head(const struct http_req *r)
 {
     return r->url.len > 0 && r->parser.method == HTTP_HEAD;
@@ -352,6 +362,7 @@ void http_req_check(const struct http_req *r, const char *buf,
 static const char *status_text(int status)
 {
     switch (status) {
+    case 200: return "OK";
     case 400: return "Bad Request";
     case 403: return "Forbidden";
     case 404: return "Not Found";

@@ -98,6 +98,8 @@ enum http_result http_req_feed(struct http_req *r, const char *buf, size_t from,
 void http_req_check(const struct http_req *r, const char *buf,
                     const struct config *cf, struct http_verdict *v);
 
+/* A GET or HEAD whose target's path (before any query) is path. */
+int http_req_path_is(const struct http_req *r, const char *buf, const char *path);
 /* A HEAD request: its response carries no body. */
 int http_req_is_head(const struct http_req *r);
 

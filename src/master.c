@@ -30,6 +30,8 @@
 #include "notify.h"
 #include "pidfile.h"
 #include "proctitle.h"
+#include "stats.h"
+#include "status.h"
 #include "tls.h"
 #include "upgrade.h"
 #include "worker.h"
@@ -97,10 +99,11 @@ static void reap(void)
     pid_t pid;
     while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
         describe_exit(status, how, sizeof(how));
-        if (pid == upgrade_new_master())
+        if (pid == upgrade_new_master()) {
             upgrade_exited(how);
-        else
+        } else if (!status_reaped(pid, how)) {
             gen_reaped(pid, status, how);
+        }
     }
     /* Retired sockets close once no old worker can accept from them. */
     if (gen_draining() == 0)
@@ -145,6 +148,10 @@ static struct generation *load_generation(struct listeners *nls, const struct co
     if (g != NULL && listeners_open(nls, nc, &M.ls, err, CONFIG_ERR_MAX) < 0) {
         gen_discard(g);
         g = NULL;
+    } else if (g != NULL && status_prepare(nc, err, CONFIG_ERR_MAX) < 0) {
+        listeners_close(nls);
+        gen_discard(g);
+        g = NULL;
     }
     return g;
 }
@@ -158,6 +165,9 @@ static void reload(void)
     notify_send("RELOADING=1\nMONOTONIC_USEC=%llu", notify_monotonic_usec());
     struct generation *g = load_generation(&nls, &nc, err);
     if (g == NULL) {
+        if (stats != NULL)
+            stats->reloads_failed++;
+        stats_event("reload failed: %.90s", err);
         log_error("reload failed, keeping generation %u: %s", gen_id(), err);
         notify_send("READY=1\nSTATUS=reload failed, keeping generation %u: %.900s", gen_id(),
                     err);
@@ -175,7 +185,11 @@ static void reload(void)
     /* Addresses no longer configured go before any fork, or the new workers
      * would inherit their sockets and keep them in the reuseport group. */
     listeners_close(&ols);
+    status_commit(nc);
     gen_start(g);
+    stats->reloads_ok++;
+    stats->config_loaded_ms = stats_wall_ms();
+    stats_event("reload: generation %u", gen_id());
     log_notice("reload complete: generation %u, %u workers", gen_id(), nc->worker_processes);
 }
 
@@ -190,6 +204,8 @@ static void stop(int fast)
                 fast ? "fast" : "graceful", n);
     gen_stop(fast);
     M.stopping = fast ? 2 : 1;
+    STATS_SET(stats->stopping, 1);
+    stats_event("%s shutdown", fast ? "fast" : "graceful");
     upgrade_abort("shutdown requested");
     /* New connections must not queue behind workers that will not take them. */
     listeners_close(&M.ls);
@@ -223,8 +239,9 @@ static uint64_t rotate_tickets(uint64_t now)
 static int64_t run_timers(void)
 {
     uint64_t now = ev_now_ms(), next = upgrade_expire(now), workers = gen_timers(now);
-    uint64_t tickets = rotate_tickets(now);
+    uint64_t tickets = rotate_tickets(now), status = status_timers(now);
     next = workers < next ? workers : next;
+    next = status < next ? status : next;
     next = tickets < next ? tickets : next;
     return next == UINT64_MAX ? -1 : (int64_t)(next - now);
 }
@@ -325,10 +342,20 @@ static int master_init(const struct config *cf)
         fprintf(stderr, "wsechod: cannot write pid file %s: %s\n", cf->pid_file, strerror(errno));
         return -1;
     }
-    if (apply_logging(cf) < 0) {
+    if (status_prepare(cf, err, sizeof(err)) < 0) {
+        fprintf(stderr, "wsechod: %s\n", err);
         pidfile_remove(cf->pid_file, M.pid);
         return -1;
     }
+    if (stats_init(M.conf_file) < 0)
+        fprintf(stderr, "wsechod: shared memory for the counters: %s\n", strerror(errno));
+    if (stats == NULL || apply_logging(cf) < 0) {
+        status_abort();
+        pidfile_remove(cf->pid_file, M.pid);
+        return -1;
+    }
+    stats->master = M.pid;
+    status_commit(cf);
     return 0;
 }
 
@@ -365,6 +392,7 @@ int master_run(const char *conf_file, struct config *cf)
     else
         log_notice("master %d exiting", (int)M.pid);
     listeners_close(&M.ls);
+    status_exit();
     gen_free_all();
     return 0;
 }

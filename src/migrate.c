@@ -9,6 +9,7 @@
 #include "conn.h"
 #include "handoff.h"
 #include "log.h"
+#include "stats.h"
 #include "module.h"
 
 /* How soon a handoff that found every inbox full tries again. */
@@ -81,7 +82,10 @@ static void try_move(struct conn *c, void *arg)
     if (r < 0)
         return; /* not at a clean point: tried again after its next run */
     r = send_any(m, &hc);
+    if (r < 0)
+        STATS_ADD(stats_me->c.handoffs_failed, 1);
     if (r == 0) {
+        STATS_ADD(stats_me->c.handoffs_out, 1);
         conn_release(c);
         m->handed++;
     } else if (r > 0) {
@@ -158,9 +162,11 @@ int migrate_adopt(struct conn_env *env, const struct handoff_conn *hc)
     char peer[64];
     if (c == NULL) {
         log_error("cannot take over a connection: %s", strerror(errno));
+        STATS_ADD(stats_me->c.handoffs_failed, 1);
         close(hc->fd);
         return -1;
     }
+    STATS_ADD(stats_me->c.handoffs_in, 1);
     if (r == NULL) {
         log_info("handed-over connection from %s: path %.*s no longer routed, closing with 1012",
                  conn_peer_name(c, peer, sizeof(peer)), (int)hc->path_len, hc->path);

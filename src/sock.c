@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "mem.h"
+#include "stats.h"
 
 #define EV_BASE (EPOLLIN | EPOLLRDHUP | EPOLLET)
 /* Bytes one run reads before letting other connections have a turn. */
@@ -39,12 +40,18 @@ static struct {
 
 static ssize_t plain_recv(struct sock *s, void *buf, size_t len)
 {
-    return read(s->io.fd, buf, len);
+    ssize_t n = read(s->io.fd, buf, len);
+    if (n > 0)
+        STATS_ADD(stats_me->c.wire_in, (uint64_t)n);
+    return n;
 }
 
 static ssize_t plain_send(struct sock *s, const void *buf, size_t len)
 {
-    return send(s->io.fd, buf, len, MSG_NOSIGNAL);
+    ssize_t n = send(s->io.fd, buf, len, MSG_NOSIGNAL);
+    if (n > 0)
+        STATS_ADD(stats_me->c.wire_out, (uint64_t)n);
+    return n;
 }
 
 static const struct sock_backend plain = {

@@ -81,6 +81,7 @@ struct sock {
     uint8_t failed : 1;         /* an error, or out of memory: drop it */
     uint8_t shut_wr : 1;        /* our FIN is sent */
     uint8_t be_drained : 1;     /* the backend's: its last kernel read was short */
+    uint8_t be_mark : 1;        /* the backend's: its handshake was counted */
 };
 
 /* Once per worker, before any socket. */

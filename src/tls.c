@@ -16,6 +16,7 @@
 #include "ev.h"
 #include "log.h"
 #include "sock.h"
+#include "stats.h"
 
 /* Mozilla's "intermediate" TLS 1.2 list (TLS 1.3 suites are separate). */
 #define TLS12_CIPHERS "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:" \
@@ -304,6 +305,7 @@ static void handshake_failed(struct sock *s, const char *why)
 {
     char peer[64];
     failed++;
+    STATS_ADD(stats_me->c.tls_failed, 1);
     log_info("TLS handshake from %s failed: %s", sock_peer_name(s, peer, sizeof(peer)), why);
 }
 
@@ -346,9 +348,20 @@ static ssize_t ssl_result(struct sock *s, SSL *ssl, int n)
 
 static SSL *bound(struct sock *s);
 
+/* Once per connection, when its handshake is found done. */
+static void count_handshake(struct sock *s)
+{
+    SSL *ssl = s->be_data;
+    s->be_mark = 1;
+    STATS_ADD(stats_me->c.tls[SSL_version(ssl) == TLS1_3_VERSION][SSL_session_reused(ssl) == 1],
+              1);
+}
+
 static ssize_t tls_recv(struct sock *s, void *buf, size_t len)
 {
     int n = SSL_read(bound(s), buf, len > INT32_MAX ? INT32_MAX : (int)len);
+    if (!s->be_mark && SSL_is_init_finished((SSL *)s->be_data))
+        count_handshake(s);
     return n > 0 ? n : ssl_result(s, s->be_data, n);
 }
 
@@ -414,6 +427,8 @@ static int bio_read(BIO *b, char *buf, int len)
         n = read(s->io.fd, buf, (size_t)len);
     } while (n < 0 && errno == EINTR);
     s->be_drained = n < len;
+    if (n > 0)
+        STATS_ADD(stats_me->c.wire_in, (uint64_t)n);
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
         BIO_set_retry_read(b);
     return (int)n;
@@ -429,6 +444,8 @@ static int bio_write(BIO *b, const char *buf, int len)
     } while (n < 0 && errno == EINTR);
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
         BIO_set_retry_write(b);
+    if (n > 0)
+        STATS_ADD(stats_me->c.wire_out, (uint64_t)n);
     return (int)n;
 }
 

@@ -8,6 +8,7 @@
 #include "mem.h"
 #include "pool.h"
 #include "sock.h"
+#include "stats.h"
 #include "utf8.h"
 
 /* Bytes read after our close frame went out, while looking for the peer's. */
@@ -39,11 +40,14 @@ struct ws_conn {
     struct frame_seq seq;
     uint32_t held;          /* bytes counted in the worker's budget (mem.h) */
     uint16_t close_received;/* the peer's close code (1005: none given) */
+    uint16_t close_sent;    /* ours (1005: none given), once closing */
+    uint32_t started;       /* ws_clock() when the WebSocket began */
     uint8_t closing : 1;    /* our close frame is queued */
     uint8_t read_shut : 1;  /* nothing more is read: done once output is out */
     uint8_t failed : 1;     /* out of memory: drop it */
     uint8_t active : 1;     /* bytes arrived during this run */
     uint8_t blocked : 1;    /* reading stopped: too much output waits */
+    uint8_t by : 2;         /* enum stats_by: who closed first, once closing */
 };
 
 static struct pool ws_pool = POOL_INIT(struct ws_conn);
@@ -121,6 +125,9 @@ static void queue_close(struct ws_conn *w, uint16_t code, const char *reason)
     if (w->closing)
         return; /* the first close stands */
     w->closing = 1;
+    w->close_sent = code ? code : 1005;
+    if (w->close_received)
+        w->by = BY_CLIENT;
     if (code == 0)
         send_frame(w, FRAME_CLOSE, NULL, 0); /* the peer's close had no code */
     else if (frame_write_close(sock_sink, w->s, code, reason) < 0)
@@ -159,6 +166,7 @@ static int msg_reserve(struct ws_busy *b, size_t need)
 
 static void deliver(struct ws_conn *w, int type, const uint8_t *data, size_t len)
 {
+    stats_message(1, len);
     if (!w->closing)
         w->route->module->on_message(w, (enum ws_msg_type)type, data, len);
 }
@@ -416,6 +424,8 @@ struct ws_conn *ws_open(struct sock *s, const struct config_route *route,
         return NULL;
     w->s = s;
     w->route = route;
+    w->started = ws_clock();
+    w->by = BY_SERVER;
     int refused = req ? (m->on_open ? m->on_open(w, req) : 0)
                       : (m->on_adopt ? m->on_adopt(w, state, state_len) : 0);
     if (refused)
@@ -435,9 +445,22 @@ static void release(struct ws_conn *w)
     pool_free(&ws_pool, w);
 }
 
+/* The WebSocket is over (not moved): what the metrics say of it. */
+static void count_end(const struct ws_conn *w)
+{
+    if (!w->closing && !w->close_received)
+        stats_close(1006, BY_RESET);
+    else if (w->by == BY_CLIENT || !w->closing)
+        stats_close(w->close_received, BY_CLIENT);
+    else
+        stats_close(w->close_sent, (enum stats_by)w->by);
+    stats_duration((uint64_t)(uint32_t)(ws_clock() - w->started) * 100);
+}
+
 void ws_free(struct ws_conn *w)
 {
     const struct module *m = w->route->module;
+    count_end(w);
     if (m->on_close)
         m->on_close(w, w->close_received ? w->close_received : 1006);
     release(w);
@@ -478,12 +501,35 @@ int ws_send(struct ws_conn *w, enum ws_msg_type type, const uint8_t *data, size_
     if (w->failed || w->closing)
         return -1;
     send_frame(w, type, data, len);
+    stats_message(0, len);
     return w->failed ? -1 : 0;
 }
 
 void ws_close(struct ws_conn *w, uint16_t code, const char *reason)
 {
     queue_close(w, code, reason);
+}
+
+void ws_timeout(struct ws_conn *w, uint16_t code, const char *reason)
+{
+    if (!w->closing)
+        w->by = BY_TIMEOUT;
+    queue_close(w, code, reason);
+}
+
+uint32_t ws_started(const struct ws_conn *w)
+{
+    return w->started;
+}
+
+void ws_set_started(struct ws_conn *w, uint32_t started)
+{
+    w->started = started;
+}
+
+uint32_t ws_clock(void)
+{
+    return (uint32_t)(ev_now_ms() / 100);
 }
 
 void ws_ping(struct ws_conn *w)

@@ -54,6 +54,15 @@ int ws_export(struct ws_conn *w, uint8_t *state, size_t *state_len);
 /* The connection lives on in another worker: the module hears on_close
  * with WS_MOVED, everything is freed. The socket is the caller's. */
 void ws_detach(struct ws_conn *w);
+/* Closes w for a timeout of ours (idle, not reading): counted as such. */
+void ws_timeout(struct ws_conn *w, uint16_t code, const char *reason);
+/* When w's WebSocket began (ws_clock units), for a handoff to carry. */
+uint32_t ws_started(const struct ws_conn *w);
+void ws_set_started(struct ws_conn *w, uint32_t started);
+/* Deciseconds of CLOCK_MONOTONIC, modulo 2^32: one clock for every process
+ * of the machine, so an age survives a handoff; differences are right for
+ * 13 years. */
+uint32_t ws_clock(void);
 /* Runs a module timer's callback for w as part of a run of w, so what it
  * sends leaves with one write. Returns WS_* flags like ws_run. */
 unsigned ws_run_timer(struct ws_conn *w, void (*cb)(struct ws_conn *, void *), void *arg);
