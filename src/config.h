@@ -59,6 +59,7 @@ struct config {
     char *pid_file;
     char *error_log;
     enum log_level log_level;
+    enum log_format log_format;
     unsigned worker_connections;
     unsigned listen_backlog;
     uint64_t shutdown_timeout_ms;

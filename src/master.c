@@ -129,6 +129,7 @@ static int apply_logging(const struct config *cf)
         return -1;
     }
     log_set_level(cf->log_level);
+    log_set_format(cf->log_format);
     return 0;
 }
 
