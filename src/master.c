@@ -298,14 +298,18 @@ static void describe_listen(const struct config *cf, char *buf, size_t len)
         off += (size_t)snprintf(buf + off, len - off, "%s%s", i ? ", " : "", cf->listen[i].text);
 }
 
-/* Everything but the workers: sockets (an old master's or new), the pid
- * file, logging. Returns 0, or -1 with the error reported. */
+/* Everything but the workers: logging, sockets (an old master's or new),
+ * the pid file. Returns 0, or -1 with the error reported. The log comes
+ * first so that the errors after it reach it too (log_startup: and
+ * stderr, where whoever started us is looking). */
 static int master_init(const struct config *cf)
 {
     char err[CONFIG_ERR_MAX];
     struct listeners inherited;
+    if (apply_logging(cf) < 0)
+        return -1;
     if (upgrade_init(M.pid, &inherited) < 0) {
-        fprintf(stderr, "wsechod: malformed upgrade environment from the old master\n");
+        log_error("malformed upgrade environment from the old master");
         listeners_close(&inherited);
         return -1;
     }
@@ -313,21 +317,17 @@ static int master_init(const struct config *cf)
      * file becomes ours once our workers serve. */
     pid_t other = upgrade_from_old() ? 0 : pidfile_running(cf->pid_file);
     if (other) {
-        fprintf(stderr, "wsechod: already running (pid %d, from %s)\n", (int)other, cf->pid_file);
+        log_error("already running (pid %d, from %s)", (int)other, cf->pid_file);
         return -1;
     }
     int rc = listeners_open(&M.ls, cf, &inherited, err, sizeof(err));
     listeners_close(&inherited); /* addresses the new configuration dropped */
     if (rc < 0) {
-        fprintf(stderr, "wsechod: %s\n", err);
+        log_error("%s", err);
         return -1;
     }
     if (!upgrade_from_old() && pidfile_write(cf->pid_file, M.pid) < 0) {
-        fprintf(stderr, "wsechod: cannot write pid file %s: %s\n", cf->pid_file, strerror(errno));
-        return -1;
-    }
-    if (apply_logging(cf) < 0) {
-        pidfile_remove(cf->pid_file, M.pid);
+        log_error("cannot write pid file %s: %s", cf->pid_file, strerror(errno));
         return -1;
     }
     return 0;
@@ -344,7 +344,10 @@ int master_run(const char *conf_file, struct config *cf)
         fprintf(stderr, "wsechod: out of memory\n");
         return 1;
     }
-    if (master_init(cf) < 0) {
+    log_startup(1);
+    int rc = master_init(cf);
+    log_startup(0); /* before any fork: workers log to the log alone */
+    if (rc < 0) {
         gen_discard(g);
         return 1;
     }
