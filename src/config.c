@@ -470,3 +470,8 @@ const struct config_route *config_route_find(const struct config *cf,
             return &cf->routes[i];
     return NULL;
 }
+
+const char *config_key_name(size_t i)
+{
+    return i < NKEYS ? keys[i].name : NULL;
+}
