@@ -56,6 +56,17 @@ static int parse_log_level(struct parse *p, yaml_node_t *n, struct config *cf, c
     return 0;
 }
 
+static int parse_log_format(struct parse *p, yaml_node_t *n, struct config *cf,
+                            const struct key *k)
+{
+    const char *s = conf_scalar(p, n, k->name);
+    if (s == NULL)
+        return -1;
+    if (log_format_parse(s, &cf->log_format) < 0)
+        return conf_fail(p, n, "%s: expected text or json, got '%s'", k->name, s);
+    return 0;
+}
+
 /* A module key's value, parsed like a core key of its type; the module's
  * block stands where the parsers expect the config (they only add the
  * key's offset to it). */
@@ -279,6 +290,7 @@ static const struct key keys[] = {
     { "pid_file",           conf_string,    OFF(pid_file), 0, 0 },
     { "error_log",          conf_string,    OFF(error_log), 0, 0 },
     { "log_level",          parse_log_level, 0, 0, 0 },
+    { "log_format",         parse_log_format, 0, 0, 0 },
     { "worker_connections", conf_uint,      OFF(worker_connections), 1, 1000000 },
     { "listen_backlog",     conf_uint,      OFF(listen_backlog), 1, 65535 },
     { "shutdown_timeout",   conf_duration,  OFF(shutdown_timeout_ms), 0, 86400000 },
@@ -314,6 +326,7 @@ static int defaults(struct config *cf)
     cf->pid_file = strdup("/run/wsechod.pid");
     cf->error_log = strdup("stderr");
     cf->log_level = LOGL_NOTICE;
+    cf->log_format = LOGF_TEXT;
     cf->worker_connections = 10240;
     cf->listen_backlog = 511;
     cf->shutdown_timeout_ms = 10000;
@@ -460,4 +473,9 @@ const struct config_route *config_route_find(const struct config *cf,
         if (strlen(cf->routes[i].path) == len && memcmp(cf->routes[i].path, path, len) == 0)
             return &cf->routes[i];
     return NULL;
+}
+
+const char *config_key_name(size_t i)
+{
+    return i < NKEYS ? keys[i].name : NULL;
 }

@@ -59,6 +59,7 @@ struct config {
     char *pid_file;
     char *error_log;
     enum log_level log_level;
+    enum log_format log_format;
     unsigned worker_connections;
     unsigned listen_backlog;
     uint64_t shutdown_timeout_ms;
@@ -95,6 +96,9 @@ struct config {
 /* Returns a new config, or NULL with err holding "file:line:col: message". */
 struct config *config_load(const char *file, char err[CONFIG_ERR_MAX]);
 void config_free(struct config *cf);
+/* The name of the i-th key of the configuration's table, NULL past the
+ * last (for checks that every key is covered, such as confdump.h's). */
+const char *config_key_name(size_t i);
 /* The route whose path equals path[0..len), or NULL. */
 const struct config_route *config_route_find(const struct config *cf,
                                              const char *path, size_t len);

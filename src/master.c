@@ -132,6 +132,7 @@ static int apply_logging(const struct config *cf)
         return -1;
     }
     log_set_level(cf->log_level);
+    log_set_format(cf->log_format);
     return 0;
 }
 
@@ -314,14 +315,18 @@ static void describe_listen(const struct config *cf, char *buf, size_t len)
         off += (size_t)snprintf(buf + off, len - off, "%s%s", i ? ", " : "", cf->listen[i].text);
 }
 
-/* Everything but the workers: sockets (an old master's or new), the pid
- * file, logging. Returns 0, or -1 with the error reported. */
+/* Everything but the workers: logging, sockets (an old master's or new),
+ * the pid file. Returns 0, or -1 with the error reported. The log comes
+ * first so that the errors after it reach it too (log_startup: and
+ * stderr, where whoever started us is looking). */
 static int master_init(const struct config *cf)
 {
     char err[CONFIG_ERR_MAX];
     struct listeners inherited;
+    if (apply_logging(cf) < 0)
+        return -1;
     if (upgrade_init(M.pid, &inherited) < 0) {
-        fprintf(stderr, "wsechod: malformed upgrade environment from the old master\n");
+        log_error("malformed upgrade environment from the old master");
         listeners_close(&inherited);
         return -1;
     }
@@ -329,27 +334,24 @@ static int master_init(const struct config *cf)
      * file becomes ours once our workers serve. */
     pid_t other = upgrade_from_old() ? 0 : pidfile_running(cf->pid_file);
     if (other) {
-        fprintf(stderr, "wsechod: already running (pid %d, from %s)\n", (int)other, cf->pid_file);
+        log_error("already running (pid %d, from %s)", (int)other, cf->pid_file);
         return -1;
     }
     int rc = listeners_open(&M.ls, cf, &inherited, err, sizeof(err));
     listeners_close(&inherited); /* addresses the new configuration dropped */
     if (rc < 0) {
-        fprintf(stderr, "wsechod: %s\n", err);
+        log_error("%s", err);
         return -1;
     }
     if (!upgrade_from_old() && pidfile_write(cf->pid_file, M.pid) < 0) {
-        fprintf(stderr, "wsechod: cannot write pid file %s: %s\n", cf->pid_file, strerror(errno));
+        log_error("cannot write pid file %s: %s", cf->pid_file, strerror(errno));
         return -1;
     }
-    if (status_prepare(cf, err, sizeof(err)) < 0) {
-        fprintf(stderr, "wsechod: %s\n", err);
-        pidfile_remove(cf->pid_file, M.pid);
-        return -1;
-    }
-    if (stats_init(M.conf_file) < 0)
-        fprintf(stderr, "wsechod: shared memory for the counters: %s\n", strerror(errno));
-    if (stats == NULL || apply_logging(cf) < 0) {
+    err[0] = '\0';
+    if (status_prepare(cf, err, sizeof(err)) < 0 || stats_init(M.conf_file) < 0) {
+        if (err[0] == '\0')
+            snprintf(err, sizeof(err), "shared memory for the counters: %s", strerror(errno));
+        log_error("%s", err);
         status_abort();
         pidfile_remove(cf->pid_file, M.pid);
         return -1;
@@ -370,7 +372,10 @@ int master_run(const char *conf_file, struct config *cf)
         fprintf(stderr, "wsechod: out of memory\n");
         return 1;
     }
-    if (master_init(cf) < 0) {
+    log_startup(1);
+    int rc = master_init(cf);
+    log_startup(0); /* before any fork: workers log to the log alone */
+    if (rc < 0) {
         gen_discard(g);
         return 1;
     }

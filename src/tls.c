@@ -170,6 +170,16 @@ static int on_servername(SSL *ssl, int *alert, void *arg)
     return SSL_TLSEXT_ERR_OK;
 }
 
+const char *tls_default_ciphers(void)
+{
+    return TLS12_CIPHERS;
+}
+
+const char *tls_default_ciphersuites(void)
+{
+    return OSSL_default_ciphersuites();
+}
+
 static int settings(SSL_CTX *ctx, const struct config_tls *t, const struct config_cert *c,
                     char *err)
 {

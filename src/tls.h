@@ -40,6 +40,9 @@ int  tls_accept(struct sock *s, const struct config_tls *t);
 uint64_t tls_tickets_due(void);
 int  tls_tickets_rotate(uint64_t now, uint64_t period_ms);
 void tls_tickets_adopt(int fd);
+/* The lists a listener without `ciphers` / `ciphersuites` gets. */
+const char *tls_default_ciphers(void);
+const char *tls_default_ciphersuites(void);
 /* Handshakes that failed in this process so far. */
 unsigned long tls_failed_handshakes(void);
 

@@ -417,7 +417,7 @@ def test_close_timeout_drops_silent_client(server_factory):
     assert srv.wait_exit(10) == 0
 
 
-LOG_RE = (r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3} "
+LOG_RE = (r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z "
           r"\[(debug|info|notice|warn|error)\] (\d+): \S.*$")
 
 
