@@ -1,5 +1,7 @@
 #include "sbuf.h"
 
+#include "jsonstr.h"
+
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -49,15 +51,11 @@ void sbuf_printf(struct sbuf *b, const char *fmt, ...)
 
 void sbuf_json_str(struct sbuf *b, const char *s)
 {
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\')
-            sbuf_printf(b, "\\%c", c);
-        else if (c < 0x20 || c == 0x7f)
-            sbuf_printf(b, "\\u%04x", c);
-        else
-            sbuf_add(b, s, 1);
-    }
+    size_t len = strlen(s), worst = len * 6; /* every byte a \u00XX escape */
+    if (reserve(b, worst) < 0)
+        return;
+    b->len += json_escape(b->p + b->len, worst, s, len);
+    b->p[b->len] = '\0';
 }
 
 void sbuf_free(struct sbuf *b)

@@ -14,7 +14,7 @@ struct sbuf {
 
 void sbuf_printf(struct sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void sbuf_add(struct sbuf *b, const char *s, size_t n);
-/* s as the inside of a JSON string (quotes, backslashes, control bytes). */
+/* s as the inside of a JSON string (jsonstr.h). */
 void sbuf_json_str(struct sbuf *b, const char *s);
 void sbuf_free(struct sbuf *b);
 
