@@ -334,7 +334,11 @@ static ssize_t ssl_result(struct sock *s, SSL *ssl, int n)
         if (reason == SSL_R_HTTP_REQUEST || reason == SSL_R_HTTPS_PROXY_REQUEST ||
             reason == SSL_R_WRONG_VERSION_NUMBER)
             refuse_plaintext(s);
-        if (!SSL_is_init_finished(ssl))
+        /* Not SSL_is_init_finished: a fatal error puts OpenSSL back "in
+         * init", so an error on an established connection would be logged
+         * and counted as a failed handshake. The handshake state stays at
+         * TLS_ST_OK once it is done. */
+        if (SSL_get_state(ssl) != TLS_ST_OK)
             handshake_failed(s, why);
         else
             log_info("TLS error: %s", why);
