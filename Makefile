@@ -102,7 +102,7 @@ build/wsbench: $(wildcard scripts/wsbench/*.c) $(wildcard scripts/wsbench/*.h)
 	$(CC) $(filter-out -MMD -MP,$(CFLAGS)) -pthread $(LDFLAGS) -o $@ $(filter %.c,$^) -lssl -lcrypto
 
 # libFuzzer harnesses (t/fuzz/): clang with the server's own objects, not
-# needed by `make test`. `make fuzz` installs clang if missing, builds both
+# needed by `make test`. `make fuzz` installs clang if missing, builds the
 # harnesses and runs each for FUZZ_SECONDS; any crash, leak, sanitizer
 # report or timeout fails it (the input is left in build/fuzz/).
 FUZZ_CC      ?= clang
@@ -110,13 +110,13 @@ FUZZ_SECONDS ?= 60
 FUZZ_CFLAGS  := -std=c11 -Wall -Wextra -Wshadow -Werror -MMD -MP -g -O1 -fno-omit-frame-pointer \
                 -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined
 FUZZ_OBJS    := $(filter-out build/fuzz/src/main.o,$(SRCS:%.c=build/fuzz/%.o))
-FUZZERS      := build/fuzz/fuzz_http build/fuzz/fuzz_frames
+FUZZERS      := build/fuzz/fuzz_http build/fuzz/fuzz_frames build/fuzz/fuzz_tls
 .SECONDARY: $(FUZZ_OBJS)
 
 fuzz:
 	@scripts/install-deps fuzz
 	@$(MAKE) --no-print-directory $(FUZZERS)
-	@for f in http frames; do \
+	@for f in http frames tls; do \
 	  mkdir -p build/fuzz/corpus_$$f && \
 	  echo "fuzz: fuzz_$$f for $(FUZZ_SECONDS) s" && \
 	  build/fuzz/fuzz_$$f -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 -timeout=10 \

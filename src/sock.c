@@ -234,6 +234,12 @@ void sock_begin(struct sock *s)
     S.running = s;
     S.run_read = 0;
     s->drained = 0;
+    /* A backend's short read is news only within the run that made it:
+     * edges that came after it may have been taken by a run that read
+     * nothing (ws.c when output blocks it), and a read that TLS serves
+     * from its buffer alone would pass the stale one on, ending the run
+     * with the kernel's bytes unread and no edge left to bring it back. */
+    s->be_drained = 0;
     to_scratch(s);
 }
 

@@ -41,6 +41,8 @@ static struct {
 
 static unsigned long failed;
 static int backend_index = -1;
+/* OpenSSL wrote, or tried to, since the BIO was last bound (bound). */
+static int bio_wrote;
 
 /* ---- Errors ------------------------------------------------------------- */
 
@@ -300,7 +302,10 @@ void tls_ctx_free(struct config_tls *t)
 /* The first bytes were not TLS (a plain HTTP request, say): OpenSSL
  * sends nothing then, so the refusal is ours — an unexpected_message
  * alert — and what came with the bytes is read away, so that closing sends
- * a FIN behind the alert rather than a reset that could destroy it. */
+ * a FIN behind the alert rather than a reset that could destroy it.
+ * (The same reasons come for a bad record later in a handshake or on an
+ * established connection: OpenSSL sends its own alert then, encrypted once
+ * keys are in use, and ssl_result does not call this.) */
 static void refuse_plaintext(struct sock *s)
 {
     static const unsigned char alert[] = { 0x15, 0x03, 0x01, 0x00, 0x02, 0x02, 0x0a };
@@ -343,10 +348,16 @@ static ssize_t ssl_result(struct sock *s, SSL *ssl, int n)
     default: {
         int reason = ERR_GET_REASON(ERR_peek_last_error());
         ssl_reason(why, sizeof(why));
-        if (reason == SSL_R_HTTP_REQUEST || reason == SSL_R_HTTPS_PROXY_REQUEST ||
-            reason == SSL_R_WRONG_VERSION_NUMBER)
+        /* Only if OpenSSL said nothing in this call: a plaintext alert
+         * behind its own (encrypted) one would be garbage on the stream. */
+        if ((reason == SSL_R_HTTP_REQUEST || reason == SSL_R_HTTPS_PROXY_REQUEST ||
+             reason == SSL_R_WRONG_VERSION_NUMBER) && !bio_wrote)
             refuse_plaintext(s);
-        if (!SSL_is_init_finished(ssl))
+        /* Not SSL_is_init_finished: a fatal error puts OpenSSL back "in
+         * init", so an error on an established connection would be logged
+         * and counted as a failed handshake. The handshake state stays at
+         * TLS_ST_OK once it is done. */
+        if (SSL_get_state(ssl) != TLS_ST_OK)
             handshake_failed(s, why);
         else
             log_info("TLS error: %s", why);
@@ -448,6 +459,7 @@ static int bio_write(BIO *b, const char *buf, int len)
 {
     struct sock *s = BIO_get_data(b);
     ssize_t n;
+    bio_wrote = 1;
     BIO_clear_retry_flags(b);
     do {
         n = send(s->io.fd, buf, (size_t)len, MSG_NOSIGNAL);
@@ -485,6 +497,7 @@ static BIO *bio_ref(void)
 static SSL *bound(struct sock *s)
 {
     BIO_set_data(bio_shared, s);
+    bio_wrote = 0;
     return s->be_data;
 }
 
