@@ -11,6 +11,7 @@ import ssl
 import subprocess
 import shutil
 import time
+from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -356,3 +357,44 @@ def test_status_address_in_use_refuses_start(tmp_path, server_factory):
     assert srv.wait_exit(10) != 0
     assert "status.listen" in srv.stderr_text()
     busy.close()
+
+
+# ---------------------------------------------------------------- a real browser
+
+CHROMIUM = shutil.which("chromium")
+
+
+def chromium(*args, timeout=60):
+    """Headless Chromium from Debian; virtual time lets the page's fetches finish."""
+    return subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu",
+                           "--no-first-run", "--disable-extensions", "--virtual-time-budget=6000",
+                           f"--user-data-dir={args[0]}", *args[1:]],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium")
+def test_status_page_renders_in_chromium(status_server, tmp_path):
+    srv = status_server(workers=2)
+
+    async def traffic():
+        async with ws_connect(srv.port) as ws:
+            for _ in range(25):
+                await ws.send("hello")
+                await ws.recv()
+    run_async(traffic())
+    url = f"http://127.0.0.1:{srv.sport}/status"
+    r = chromium(tmp_path / "profile", "--dump-dom", url)
+    dom = r.stdout
+    assert r.returncode == 0, r.stderr[-2000:]
+    # what the page's script wrote from /status.json, not what the server sent
+    assert "<span id=\"state\" class=\"ok\">ready</span>" in dom, dom[:3000]
+    assert f"master {srv.proc.pid} up since" in dom
+    for pid in srv.workers():
+        assert f"<td>{pid}</td>" in dom
+    assert dom.count("<polyline") == 4               # 2 workers x (messages/s, bytes/s)
+    assert "generation 1 serving: 2 workers" in dom
+    assert "26 / 26" in dom or "25 / 25" in dom or "27 / 27" in dom   # messages in / out
+    shot = Path(__file__).resolve().parent.parent / "build" / "status-page.png"
+    r = chromium(tmp_path / "profile2", "--window-size=1200,800", f"--screenshot={shot}", url)
+    assert r.returncode == 0 and shot.stat().st_size > 10000, r.stderr[-2000:]
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
