@@ -212,6 +212,8 @@ static void put_core(FILE *out, const struct config *cf)
 
 static void put_status(FILE *out, const struct config *cf)
 {
+    key_str(out, "", "access_log", cf->access_log ? cf->access_log : "off");
+    fprintf(out, "access_log_format: %s\n", cf->access_log_json ? "json" : "text");
     if (cf->status.addrlen != 0) {
         fputs("status:\n", out);
         key_str(out, "  ", "listen", cf->status.text);

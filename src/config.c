@@ -312,6 +312,8 @@ static const struct key keys[] = {
     { "allowed_origins",    parse_origins,   0, 0, 0 },
     { "subprotocols",       parse_subprotocols, 0, 0, 0 },
     { "routes",             parse_routes,    0, 0, 0 },
+    { "access_log",         conf_access_log, 0, 0, 0 },
+    { "access_log_format",  conf_access_log_format, 0, 0, 0 },
     { "status",             conf_status,     0, 0, 0 },
     { "health_paths",       conf_health_paths, 0, 0, 0 },
     { "reload_handoff",     parse_switch,    OFF(reload_handoff), 0, 0 },

@@ -89,6 +89,8 @@ struct config {
     struct config_listen status;/* the status listener; addrlen 0: none */
     char *healthz_path;         /* on the main listeners too; NULL: not there */
     char *readyz_path;
+    char *access_log;           /* a path, "stderr", or NULL: off */
+    int access_log_json;
 };
 
 #define CONFIG_ERR_MAX 1024

@@ -88,8 +88,35 @@ int conf_status_check(struct parse *p, const struct config *cf)
     return 0;
 }
 
+int conf_access_log(struct parse *p, yaml_node_t *n, struct config *cf, const struct key *k)
+{
+    const char *s = conf_scalar(p, n, k->name);
+    if (s == NULL)
+        return -1;
+    if (*s == '\0')
+        return conf_fail(p, n, "%s: expected a path, \"stderr\" or \"off\"", k->name);
+    free(cf->access_log);
+    cf->access_log = NULL;
+    if (strcmp(s, "off") != 0 && (cf->access_log = strdup(s)) == NULL)
+        return conf_fail(p, n, "%s: out of memory", k->name);
+    return 0;
+}
+
+int conf_access_log_format(struct parse *p, yaml_node_t *n, struct config *cf,
+                           const struct key *k)
+{
+    const char *s = conf_scalar(p, n, k->name);
+    if (s == NULL)
+        return -1;
+    if (strcmp(s, "text") != 0 && strcmp(s, "json") != 0)
+        return conf_fail(p, n, "%s: '%s' is not text or json", k->name, s);
+    cf->access_log_json = strcmp(s, "json") == 0;
+    return 0;
+}
+
 void conf_status_free(struct config *cf)
 {
+    free(cf->access_log);
     free(cf->healthz_path);
     free(cf->readyz_path);
 }

@@ -1,10 +1,12 @@
 #include "conn.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "alog.h"
 #include "config.h"
 #include "frame.h"
 #include "handoff.h"
@@ -202,14 +204,28 @@ static void send_and_linger(struct conn *c, const void *data, size_t len)
         linger_step(c);
 }
 
+/* The access log's line for a refused handshake: the request target
+ * (path and query) if the request line got that far. */
+static void log_refused(struct conn *c, const char *peer, int status, const char *reason)
+{
+    char target[512];
+    const struct http_req *r = c->state == CONN_HTTP && c->in ? &c->in->req : NULL;
+    if (!alog_on())
+        return;
+    if (r != NULL && r->url.len > 0)
+        snprintf(target, sizeof(target), "%.*s", (int)r->url.len, c->in->buf + r->url.off);
+    alog_refused(&(struct alog_refused){ peer, r && r->url.len ? target : NULL, status, reason });
+}
+
 static void respond(struct conn *c, int status, const char *reason)
 {
     char buf[512], peer[64];
     int head = c->state == CONN_HTTP && c->in != NULL && http_req_is_head(&c->in->req);
     size_t n = http_error_response(status, reason, head, buf, sizeof(buf));
     STATS_ADD(stats_me->c.handshakes[stats_hs_of(status)], 1);
-    log_info("handshake from %s refused: %d %s", sock_peer_name(&c->s, peer, sizeof(peer)),
-             status, reason);
+    sock_peer_name(&c->s, peer, sizeof(peer));
+    log_info("handshake from %s refused: %d %s", peer, status, reason);
+    log_refused(c, peer, status, reason);
     http_end(c);
     send_and_linger(c, buf, n);
 }
@@ -565,6 +581,7 @@ static uint32_t silent_ms(const struct conn *c)
 
 int conn_export(struct conn *c, struct handoff_conn *hc, uint8_t *state, size_t cap)
 {
+    static uint8_t tally[HANDOFF_TALLY_MAX]; /* hc->tally: valid until the next export */
     /* TLS connections stay where their keys are until they drain. */
     if (c->state != CONN_WS || c->queue == CONN_Q_CLOSING || !sock_plain(&c->s))
         return -1;
@@ -581,7 +598,8 @@ int conn_export(struct conn *c, struct handoff_conn *hc, uint8_t *state, size_t 
     hc->pending = (const char *)sock_input(&c->s);
     hc->pending_len = sock_avail(&c->s);
     hc->started = ws_started(c->ws);
-    hc->hops = 0;
+    hc->tally = tally;
+    hc->tally_len = ws_tally_export(c->ws, tally, sizeof(tally));
     return 0;
 }
 
@@ -642,6 +660,7 @@ int conn_start_ws(struct conn *c, const struct config_route *r, const struct han
     }
     if (hc->started != 0)
         ws_set_started(c->ws, hc->started);
+    ws_tally_adopt(c->ws, hc->tally, hc->tally_len, hc->path, hc->path_len);
     c->state = CONN_WS;
     keepalive_since(c, hc->silent_ms);
     /* Bytes that travelled with it are ours to process now; for anything

@@ -81,7 +81,8 @@ void conn_shed(struct conn *c);
  * when fn returns non-zero. fn may release the connection it is given. */
 void conn_visit_open(struct conn_env *env, int (*fn)(struct conn *c, void *arg), void *arg);
 /* Fills hc (state[0..cap) receives the module's state) if c is at a clean
- * point to move: 0; -1 not now; -2 never (its module cannot move). */
+ * point to move: 0; -1 not now; -2 never (its module cannot move). The
+ * access log's record hc->tally points to is valid until the next call. */
 int  conn_export(struct conn *c, struct handoff_conn *hc, uint8_t *state, size_t cap);
 /* c lives on in another worker: forget it without a word to the peer. */
 void conn_release(struct conn *c);

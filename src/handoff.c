@@ -5,7 +5,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#define HANDOFF_MAGIC 0x57534833u /* "WSH3": with the connection's age and hops */
+#define HANDOFF_MAGIC 0x57534833u /* "WSH3": with its age and access-log record */
 /* The formats before are still read, so that a binary upgrade from those
  * versions hands its connections over too: "WSH2" (no age: it starts
  * again) and "WSH1" (no module state either). */
@@ -14,7 +14,7 @@
 
 struct wire {
     uint32_t magic, silent_ms, path_len, pending_len, state_len;
-    uint32_t started, hops;     /* v3 */
+    uint32_t started, tally_len;  /* v3 */
 };
 
 /* Checks the header of a received message of n bytes into *w (older
@@ -27,14 +27,15 @@ static size_t wire_check(const char *buf, size_t n, struct wire *w)
     if (w->magic == HANDOFF_MAGIC_V1 || w->magic == HANDOFF_MAGIC_V2) {
         hlen = offsetof(struct wire, started) -
                (w->magic == HANDOFF_MAGIC_V1 ? sizeof(w->state_len) : 0);
-        w->started = w->hops = 0;
+        w->started = w->tally_len = 0;
         if (w->magic == HANDOFF_MAGIC_V1)
             w->state_len = 0;
     } else if (w->magic != HANDOFF_MAGIC) {
         return 0;
     }
     if (n < hlen || w->path_len > HANDOFF_PATH_MAX || w->pending_len > HANDOFF_PENDING_MAX ||
-        w->state_len > HANDOFF_STATE_MAX || n != hlen + w->path_len + w->pending_len + w->state_len)
+        w->state_len > HANDOFF_STATE_MAX || w->tally_len > HANDOFF_TALLY_MAX ||
+        n != hlen + w->path_len + w->pending_len + w->state_len + w->tally_len)
         return 0;
     return hlen;
 }
@@ -57,17 +58,18 @@ int handoff_send(int sock, const struct handoff_conn *hc)
     union { struct cmsghdr h; char buf[CMSG_SPACE(sizeof(int))]; } ctl;
     struct wire w = { HANDOFF_MAGIC, hc->silent_ms, (uint32_t)hc->path_len,
                       (uint32_t)hc->pending_len, (uint32_t)hc->state_len, hc->started,
-                      hc->hops };
-    struct iovec iov[4] = {
+                      (uint32_t)hc->tally_len };
+    struct iovec iov[5] = {
         { &w, sizeof(w) },
         { (void *)hc->path, hc->path_len },
         { (void *)hc->pending, hc->pending_len },
         { (void *)hc->state, hc->state_len },
+        { (void *)hc->tally, hc->tally_len },
     };
-    struct msghdr msg = { .msg_iov = iov, .msg_iovlen = 4,
+    struct msghdr msg = { .msg_iov = iov, .msg_iovlen = 5,
                           .msg_control = ctl.buf, .msg_controllen = sizeof(ctl.buf) };
     if (hc->path_len > HANDOFF_PATH_MAX || hc->pending_len > HANDOFF_PENDING_MAX ||
-        hc->state_len > HANDOFF_STATE_MAX) {
+        hc->state_len > HANDOFF_STATE_MAX || hc->tally_len > HANDOFF_TALLY_MAX) {
         errno = EMSGSIZE;
         return -1;
     }
@@ -97,7 +99,7 @@ static int take_fd(struct msghdr *msg)
 int handoff_recv(int sock, struct handoff_conn *hc)
 {
     static char buf[sizeof(struct wire) + HANDOFF_PATH_MAX + HANDOFF_PENDING_MAX +
-                    HANDOFF_STATE_MAX];
+                    HANDOFF_STATE_MAX + HANDOFF_TALLY_MAX];
     union { struct cmsghdr h; char buf[CMSG_SPACE(sizeof(int))]; } ctl;
     for (;;) {
         struct iovec iov = { buf, sizeof(buf) };
@@ -127,7 +129,8 @@ int handoff_recv(int sock, struct handoff_conn *hc)
         hc->state = (const uint8_t *)hc->pending + w.pending_len;
         hc->state_len = w.state_len;
         hc->started = w.started;
-        hc->hops = w.hops;
+        hc->tally = hc->state + w.state_len;
+        hc->tally_len = w.tally_len;
         return 1;
     }
 }

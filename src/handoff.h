@@ -14,6 +14,7 @@
 #define HANDOFF_PATH_MAX 2048
 #define HANDOFF_PENDING_MAX 65536
 #define HANDOFF_STATE_MAX 256   /* WS_STATE_MAX in module.h */
+#define HANDOFF_TALLY_MAX (HANDOFF_PATH_MAX + 512) /* the access log's record */
 
 struct handoff_conn {
     int fd;
@@ -25,7 +26,8 @@ struct handoff_conn {
     const uint8_t *state;   /* the module's (module.h: export, on_adopt) */
     size_t state_len;
     uint32_t started;       /* when the WebSocket began (ws_clock); 0: not said */
-    uint32_t hops;          /* handoffs it went through before this one */
+    const uint8_t *tally;   /* the access log's record (ws_tally_export), or none */
+    size_t tally_len;
 };
 
 /* An inbox: sv[0] for the receiving worker, sv[1] for the senders. */

@@ -188,15 +188,23 @@ static size_t put(char *buf, size_t cap, size_t n, const char *fmt, ...)
     return k < 0 ? n : n + (size_t)k >= cap ? cap - 1 : n + (size_t)k;
 }
 
+size_t log_time_iso(uint64_t wall_ms, char *buf, size_t cap)
+{
+    struct tm tm;
+    time_t sec = (time_t)(wall_ms / 1000);
+    gmtime_r(&sec, &tm);
+    int k = snprintf(buf, cap, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
+                     tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                     (int)(wall_ms % 1000));
+    return k < 0 ? 0 : (size_t)k >= cap ? cap - 1 : (size_t)k;
+}
+
 static size_t put_time(char *buf, size_t cap, size_t n)
 {
     struct timespec ts;
-    struct tm tm;
     clock_gettime(CLOCK_REALTIME, &ts);
-    gmtime_r(&ts.tv_sec, &tm);
-    return put(buf, cap, n, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ", tm.tm_year + 1900,
-               tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-               ts.tv_nsec / 1000000);
+    return n + log_time_iso((uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000, buf + n,
+                            cap - n);
 }
 
 /* syslog(3) priorities: LOG_DEBUG 7 down to LOG_ERR 3. */

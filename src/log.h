@@ -19,6 +19,9 @@
 #ifndef WSECHOD_LOG_H
 #define WSECHOD_LOG_H
 
+#include <stddef.h>
+#include <stdint.h>
+
 enum log_level { LOGL_DEBUG, LOGL_INFO, LOGL_NOTICE, LOGL_WARN, LOGL_ERROR };
 enum log_format { LOGF_TEXT, LOGF_JSON };
 
@@ -32,6 +35,8 @@ int  log_reopen(void);
 void log_adopt(int fd);
 /* The descriptor log lines go to. */
 int  log_fd_get(void);
+/* wall_ms as "2026-12-02T03:48:52.639Z" into buf[0..cap); its length. */
+size_t log_time_iso(uint64_t wall_ms, char *buf, size_t cap);
 void log_set_level(enum log_level level);
 int  log_level_parse(const char *name, enum log_level *out);
 const char *log_level_name(enum log_level level);

@@ -22,6 +22,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "alog.h"
 #include "config.h"
 #include "ev.h"
 #include "generation.h"
@@ -153,6 +154,11 @@ static struct generation *load_generation(struct listeners *nls, const struct co
         listeners_close(nls);
         gen_discard(g);
         g = NULL;
+    } else if (g != NULL && alog_master_open(nc->access_log, err, CONFIG_ERR_MAX) < 0) {
+        status_abort();
+        listeners_close(nls);
+        gen_discard(g);
+        g = NULL;
     }
     return g;
 }
@@ -219,6 +225,11 @@ static void reopen(void)
     /* Workers may have dropped the privileges needed to open the file:
      * they get the master's descriptor instead. */
     gen_tell_all(WORKER_CMD_REOPEN, log_fd_get());
+    int afd = alog_master_reopen();
+    if (afd >= 0) {
+        gen_tell_all(WORKER_CMD_ALOG, afd);
+        close(afd);
+    }
     log_notice("log files reopened");
 }
 
@@ -348,7 +359,8 @@ static int master_init(const struct config *cf)
         return -1;
     }
     err[0] = '\0';
-    if (status_prepare(cf, err, sizeof(err)) < 0 || stats_init(M.conf_file) < 0) {
+    if (status_prepare(cf, err, sizeof(err)) < 0 ||
+        alog_master_open(cf->access_log, err, sizeof(err)) < 0 || stats_init(M.conf_file) < 0) {
         if (err[0] == '\0')
             snprintf(err, sizeof(err), "shared memory for the counters: %s", strerror(errno));
         log_error("%s", err);

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "channel.h"
+#include "alog.h"
 #include "config.h"
 #include "conn.h"
 #include "ev.h"
@@ -235,6 +236,7 @@ static void on_channel(struct ev_loop *loop, struct ev_io *io, uint32_t events)
         case WORKER_CMD_UPGRADE: drain_start(1012, 1, "binary upgrade"); break;
         case WORKER_CMD_HURRY:  hurry(); break;
         case WORKER_CMD_REOPEN: log_adopt(fd); fd = -1; break;
+        case WORKER_CMD_ALOG:   alog_adopt(fd); fd = -1; break;
         case WORKER_CMD_TICKETS: tls_tickets_adopt(fd); break;
         case WORKER_CMD_TARGET: if (fd >= 0) add_target(fd); fd = -1; break;
         case WORKER_CMD_GO:     handoff_go(); break;
@@ -278,6 +280,7 @@ static int setup(const struct worker_args *a)
     sock_setup(&W.loop);
     tls_setup();
     ws_timer_setup(&W.loop);
+    alog_setup(&W.loop, alog_master_fd(), a->cf->access_log_json, a->generation);
     conn_env_init(&W.env, a->cf, &W.loop);
     shed_setup(&W.loop, &W.env);
     if (modules_init() < 0)
@@ -426,6 +429,7 @@ void worker_main(const struct worker_args *a)
     close_listeners(0);
     migrate_end(W.mig);
     conn_destroy_all(&W.env);
+    alog_flush(); /* the lines of everything that ended, the last ones included */
     modules_exit();
     ev_loop_free(&W.loop);
     free(W.ls);

@@ -19,6 +19,7 @@ struct config;
 #define WORKER_CMD_TARGET  'T' /* a new worker's inbox (attached), for a handoff */
 #define WORKER_CMD_GO      'G' /* hand connections to the inboxes sent since the last 'G' */
 #define WORKER_CMD_TICKETS 'K' /* TLS session ticket keys (readable from the fd sent along) */
+#define WORKER_CMD_ALOG    'A' /* adopt the reopened access log sent along */
 #define WORKER_MSG_READY   'r' /* worker -> master: serving */
 
 struct worker_args {

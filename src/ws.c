@@ -3,12 +3,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "alog.h"
 #include "config.h"
 #include "frame.h"
 #include "mem.h"
 #include "pool.h"
 #include "sock.h"
 #include "stats.h"
+#include "tcpinfo.h"
 #include "utf8.h"
 
 /* Bytes read after our close frame went out, while looking for the peer's. */
@@ -48,9 +50,31 @@ struct ws_conn {
     uint8_t active : 1;     /* bytes arrived during this run */
     uint8_t blocked : 1;    /* reading stopped: too much output waits */
     uint8_t by : 2;         /* enum stats_by: who closed first, once closing */
+    uint8_t logged : 1;     /* a ws_logged: the access log is on */
+};
+
+/* What the access log says of a WebSocket, kept only while the log is on:
+ * a connection then costs this much more (an idle one otherwise holds
+ * nothing for the log). It travels with a handoff (ws_tally_export). */
+struct ws_tally {
+    uint64_t start_ms;      /* wall clock */
+    uint64_t msgs_in, msgs_out, bytes_in, bytes_out;
+    uint32_t hops;          /* handoffs so far */
+    char *target;           /* "path?query", NUL, the subprotocol ("" if none) */
+};
+
+struct ws_logged {
+    struct ws_conn w;
+    struct ws_tally t;
 };
 
 static struct pool ws_pool = POOL_INIT(struct ws_conn);
+static struct pool ws_logged_pool = POOL_INIT(struct ws_logged);
+
+static inline struct ws_tally *tally(struct ws_conn *w)
+{
+    return w->logged ? &((struct ws_logged *)(void *)w)->t : NULL;
+}
 
 /* ---- Accounting --------------------------------------------------------- */
 
@@ -166,7 +190,12 @@ static int msg_reserve(struct ws_busy *b, size_t need)
 
 static void deliver(struct ws_conn *w, int type, const uint8_t *data, size_t len)
 {
+    struct ws_tally *t = tally(w);
     stats_message(1, len);
+    if (t != NULL) {
+        t->msgs_in++;
+        t->bytes_in += len;
+    }
     if (!w->closing)
         w->route->module->on_message(w, (enum ws_msg_type)type, data, len);
 }
@@ -415,13 +444,43 @@ unsigned ws_shed(struct ws_conn *w)
 
 /* ---- Lifetime ----------------------------------------------------------- */
 
+/* "path?query", NUL, subprotocol, NUL, from the request (empty when it
+ * comes from a handoff: ws_tally_adopt fills it then). */
+static int tally_open(struct ws_tally *t, const struct ws_request *req)
+{
+    size_t pl = req ? req->path_len : 0, ql = req ? req->query_len : 0;
+    size_t sl = req && req->subprotocol ? strlen(req->subprotocol) : 0;
+    char *p = malloc(pl + 1 + ql + 1 + sl + 1);
+    if (p == NULL)
+        return -1;
+    t->start_ms = stats_wall_ms();
+    t->target = p;
+    memcpy(p, req ? req->path : "", pl);
+    p += pl;
+    if (ql) {
+        *p++ = '?';
+        memcpy(p, req->query, ql);
+        p += ql;
+    }
+    *p++ = '\0';
+    memcpy(p, sl ? req->subprotocol : "", sl);
+    p[sl] = '\0';
+    return 0;
+}
+
 struct ws_conn *ws_open(struct sock *s, const struct config_route *route,
                         const struct ws_request *req, const uint8_t *state, size_t state_len)
 {
     const struct module *m = route->module;
-    struct ws_conn *w = pool_alloc(&ws_pool);
+    int logged = alog_on();
+    struct ws_conn *w = pool_alloc(logged ? &ws_logged_pool : &ws_pool);
     if (w == NULL)
         return NULL;
+    w->logged = logged ? 1 : 0;
+    if (logged && tally_open(tally(w), req) < 0) {
+        pool_free(&ws_logged_pool, w);
+        return NULL;
+    }
     w->s = s;
     w->route = route;
     w->started = ws_clock();
@@ -442,19 +501,43 @@ static void release(struct ws_conn *w)
         w->b = NULL;
     }
     mem_move(&w->held, 0);
-    pool_free(&ws_pool, w);
+    if (w->logged) {
+        free(tally(w)->target);
+        pool_free(&ws_logged_pool, w);
+    } else {
+        pool_free(&ws_pool, w);
+    }
 }
 
-/* The WebSocket is over (not moved): what the metrics say of it. */
-static void count_end(const struct ws_conn *w)
+static void log_end(struct ws_conn *w, enum stats_by by)
 {
-    if (!w->closing && !w->close_received)
-        stats_close(1006, BY_RESET);
-    else if (w->by == BY_CLIENT || !w->closing)
-        stats_close(w->close_received, BY_CLIENT);
-    else
-        stats_close(w->close_sent, (enum stats_by)w->by);
+    static const char *const names[BY_N] = { "client", "server", "timeout", "reset" };
+    struct ws_tally *t = tally(w);
+    char peer[64];
+    struct alog_ws r = {
+        .start_ms = t->start_ms, .end_ms = stats_wall_ms(),
+        .peer = sock_peer_name(w->s, peer, sizeof(peer)), .target = t->target,
+        .msgs_in = t->msgs_in, .msgs_out = t->msgs_out,
+        .bytes_in = t->bytes_in, .bytes_out = t->bytes_out,
+        .code_sent = w->closing ? w->close_sent : 0, .code_received = w->close_received,
+        .closed_by = names[by], .handoffs = t->hops,
+    };
+    const char *proto = t->target + strlen(t->target) + 1;
+    r.subprotocol = *proto ? proto : NULL;
+    tcp_bytes(w->s->io.fd, &r.wire_in, &r.wire_out);
+    alog_ws(&r);
+}
+
+/* The WebSocket is over (not moved): what the metrics and the access log
+ * say of it. */
+static void count_end(struct ws_conn *w)
+{
+    enum stats_by by = !w->closing && !w->close_received ? BY_RESET
+                     : w->by == BY_CLIENT || !w->closing ? BY_CLIENT : (enum stats_by)w->by;
+    stats_close(by == BY_RESET ? 1006 : by == BY_CLIENT ? w->close_received : w->close_sent, by);
     stats_duration((uint64_t)(uint32_t)(ws_clock() - w->started) * 100);
+    if (w->logged)
+        log_end(w, by);
 }
 
 void ws_free(struct ws_conn *w)
@@ -502,6 +585,11 @@ int ws_send(struct ws_conn *w, enum ws_msg_type type, const uint8_t *data, size_
         return -1;
     send_frame(w, type, data, len);
     stats_message(0, len);
+    struct ws_tally *t = tally(w);
+    if (t != NULL) {
+        t->msgs_out++;
+        t->bytes_out += len;
+    }
     return w->failed ? -1 : 0;
 }
 
@@ -525,6 +613,51 @@ uint32_t ws_started(const struct ws_conn *w)
 void ws_set_started(struct ws_conn *w, uint32_t started)
 {
     w->started = started;
+}
+
+#define TALLY_FIXED (5 * sizeof(uint64_t) + sizeof(uint32_t))
+
+size_t ws_tally_export(struct ws_conn *w, uint8_t *buf, size_t cap)
+{
+    struct ws_tally *t = tally(w);
+    size_t tl = t ? strlen(t->target) + 1 : 0, sl = t ? strlen(t->target + tl) + 1 : 0;
+    if (t == NULL || TALLY_FIXED + tl + sl > cap)
+        return 0;
+    uint64_t v[5] = { t->start_ms, t->msgs_in, t->msgs_out, t->bytes_in, t->bytes_out };
+    uint32_t hops = t->hops + 1;
+    memcpy(buf, v, sizeof(v));
+    memcpy(buf + sizeof(v), &hops, sizeof(hops));
+    memcpy(buf + TALLY_FIXED, t->target, tl + sl);
+    return TALLY_FIXED + tl + sl;
+}
+
+void ws_tally_adopt(struct ws_conn *w, const uint8_t *buf, size_t len, const char *path,
+                    size_t path_len)
+{
+    struct ws_tally *t = tally(w);
+    const char *s = (const char *)buf + TALLY_FIXED;
+    size_t rest = len > TALLY_FIXED ? len - TALLY_FIXED : 0;
+    /* A record that does not hold two strings is not one: start afresh. */
+    int whole = rest > 0 && memchr(s, '\0', rest) != NULL &&
+                memchr(s + strlen(s) + 1, '\0', rest - strlen(s) - 1) != NULL;
+    char *target = whole ? malloc(rest) : malloc(path_len + 2);
+    if (t == NULL || target == NULL) {
+        free(target);
+        return;
+    }
+    if (whole) {
+        uint64_t v[5];
+        memcpy(v, buf, sizeof(v));
+        memcpy(&t->hops, buf + sizeof(v), sizeof(t->hops));
+        t->start_ms = v[0], t->msgs_in = v[1], t->msgs_out = v[2];
+        t->bytes_in = v[3], t->bytes_out = v[4];
+        memcpy(target, s, rest);
+    } else {
+        memcpy(target, path, path_len);
+        target[path_len] = target[path_len + 1] = '\0';
+    }
+    free(t->target);
+    t->target = target;
 }
 
 uint32_t ws_clock(void)

@@ -59,6 +59,13 @@ void ws_timeout(struct ws_conn *w, uint16_t code, const char *reason);
 /* When w's WebSocket began (ws_clock units), for a handoff to carry. */
 uint32_t ws_started(const struct ws_conn *w);
 void ws_set_started(struct ws_conn *w, uint32_t started);
+/* The access log's record of w for a handoff, into buf[0..cap): its
+ * length, 0 if w keeps none (the log is off) or it does not fit. The
+ * receiving side gives it to ws_tally_adopt (len 0: none came; the record
+ * then starts now, with path as its target). */
+size_t ws_tally_export(struct ws_conn *w, uint8_t *buf, size_t cap);
+void ws_tally_adopt(struct ws_conn *w, const uint8_t *buf, size_t len, const char *path,
+                    size_t path_len);
 /* Deciseconds of CLOCK_MONOTONIC, modulo 2^32: one clock for every process
  * of the machine, so an age survives a handoff; differences are right for
  * 13 years. */
