@@ -13,7 +13,7 @@ struct stats_shm *stats;
 static struct stats_slot dummy;
 struct stats_slot *stats_me = &dummy;
 
-static const uint64_t size_le[STATS_SIZE_BUCKETS - 1] = {
+const uint64_t stats_size_le[STATS_SIZE_BUCKETS - 1] = {
     64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 16777216,
 };
 static const uint64_t dur_le_ms[STATS_DUR_BUCKETS - 1] = {
@@ -125,23 +125,6 @@ void stats_close(uint16_t code, enum stats_by by)
     enum stats_code c = code >= 1000 && code <= 1013 && code != 1004
                         ? (enum stats_code)(code - 1000 - (code > 1004)) : CC_OTHER;
     STATS_ADD(stats_me->c.closes[c][by], 1);
-}
-
-void stats_message(int in, uint64_t len)
-{
-    struct stats_counters *c = &stats_me->c;
-    unsigned b = 0;
-    if (in) {
-        STATS_ADD(c->msgs_in, 1);
-        STATS_ADD(c->bytes_in, len);
-        while (b < STATS_SIZE_BUCKETS - 1 && len > size_le[b])
-            b++;
-        STATS_ADD(c->size_bucket[b], 1);
-        STATS_ADD(c->size_sum, len);
-    } else {
-        STATS_ADD(c->msgs_out, 1);
-        STATS_ADD(c->bytes_out, len);
-    }
 }
 
 void stats_duration(uint64_t ms)

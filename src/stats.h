@@ -114,8 +114,25 @@ void stats_event(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Counting, in workers. */
 enum stats_hs stats_hs_of(int status);
 void stats_close(uint16_t code, enum stats_by by);
-void stats_message(int in, uint64_t len);
 void stats_duration(uint64_t ms);
+/* A data message received (in) or sent: inline, it is on the echo path. */
+extern const uint64_t stats_size_le[STATS_SIZE_BUCKETS - 1];
+static inline void stats_message(int in, uint64_t len)
+{
+    struct stats_counters *c = &stats_me->c;
+    unsigned b = 0;
+    if (!in) {
+        STATS_ADD(c->msgs_out, 1);
+        STATS_ADD(c->bytes_out, len);
+        return;
+    }
+    STATS_ADD(c->msgs_in, 1);
+    STATS_ADD(c->bytes_in, len);
+    while (b < STATS_SIZE_BUCKETS - 1 && len > stats_size_le[b])
+        b++;
+    STATS_ADD(c->size_bucket[b], 1);
+    STATS_ADD(c->size_sum, len);
+}
 
 /* Reader: everything summed, consistent with respect to folds. */
 void stats_sum(struct stats_counters *out);
