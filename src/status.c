@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <grp.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -41,6 +42,18 @@ static struct {
     struct sconn conns[STATUS_CONNS];
     struct status_series series[STATS_SLOTS];
 } S;
+
+/* The master's side: the socket, the process, and a socket opened by
+ * status_prepare for a reload not yet committed. */
+static struct {
+    int fd, next_fd;
+    char addr[64], next_addr[64];
+    pid_t pid;
+    uint64_t due;               /* start the process then; 0: not scheduled */
+    int drop;                   /* switch to uid/gid (`user`) before serving */
+    uid_t uid;
+    gid_t gid;
+} SM = { -1, -1, "", "", 0, 0, 0, 0, 0 };
 
 static void sconn_close(struct sconn *c)
 {
@@ -231,6 +244,13 @@ static void __attribute__((noreturn)) serve(int fd)
     if (getppid() != stats->master)
         _exit(0); /* the master is gone already */
     keep_only(fd, log_fd_get());
+    /* It parses what anyone who reaches its port sends: never as root
+     * when the workers are not. */
+    if (SM.drop && geteuid() == 0 &&
+        (setgroups(1, &SM.gid) < 0 || setgid(SM.gid) < 0 || setuid(SM.uid) < 0)) {
+        log_error("status process: cannot switch user: %s", strerror(errno));
+        _exit(1);
+    }
     proctitle_set("wsechod: status process");
     if (ev_loop_init(&S.loop, 64) < 0)
         _exit(1);
@@ -262,14 +282,6 @@ static int listen_on(const struct config_listen *a, char *err, size_t errlen)
     return fd;
 }
 
-/* The master's side: the socket, the process, and a socket opened by
- * status_prepare for a reload not yet committed. */
-static struct {
-    int fd, next_fd;
-    char addr[64], next_addr[64];
-    pid_t pid;
-    uint64_t due;               /* start the process then; 0: not scheduled */
-} SM = { -1, -1, "", "", 0, 0 };
 
 int status_prepare(const struct config *cf, char *err, size_t errlen)
 {
@@ -297,6 +309,9 @@ static void stop_process(void)
 
 void status_commit(const struct config *cf)
 {
+    SM.drop = cf->user != NULL;
+    SM.uid = cf->uid;
+    SM.gid = cf->gid;
     if (cf->status.addrlen != 0 && SM.next_fd < 0)
         return; /* the same address: the same socket and process */
     stop_process();

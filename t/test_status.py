@@ -398,3 +398,18 @@ def test_status_page_renders_in_chromium(status_server, tmp_path):
     r = chromium(tmp_path / "profile2", "--window-size=1200,800", f"--screenshot={shot}", url)
     assert r.returncode == 0 and shot.stat().st_size > 10000, r.stderr[-2000:]
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="privilege drop needs root")
+def test_status_process_runs_as_the_workers_user(status_server):
+    import pwd
+    import re
+    nobody = pwd.getpwnam("nobody")
+    srv = status_server(workers=1, user="nobody")
+    pid = status_pid(srv)
+    uid = re.search(r"^Uid:\s+(\d+)\s+(\d+)\s+(\d+)", open(f"/proc/{pid}/status").read(),
+                    re.M).groups()
+    assert set(uid) == {str(nobody.pw_uid)}, uid
+    assert get(srv.sport, "/healthz").status == 200
+    assert val(scrape(srv.sport), "wsechod_resident_memory_bytes", process="master",
+               pid=str(srv.proc.pid)) >= 0    # /proc of the others is still readable or 0
