@@ -67,7 +67,7 @@ test: deps
 	  echo "unit: $$t: $$(grep -c '^ok' $$t.tap) ok"; done
 	WSECHOD_BIN=build/wsechod-asan $(PYTEST) -q t/
 
-build/unit/%: t/unit/%.c t/unit/tap.h $(UNIT_OBJS)
+build/unit/%: t/unit/%.c $(wildcard t/unit/*.h) $(UNIT_OBJS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) -It/unit $(CFLAGS) $(SAN) $(LDFLAGS) -o $@ $< $(UNIT_OBJS) $(LDLIBS)
 

@@ -91,26 +91,29 @@ static void per_worker(struct sbuf *b)
     }
 }
 
+/* One metric whose samples differ by one label: values[i] under label=names[i]. */
+static void by_label(struct sbuf *b, const char *name, const char *type, const char *help,
+                     const char *label, const char *const *names, const uint64_t *values,
+                     unsigned n)
+{
+    head(b, name, type, help);
+    for (unsigned i = 0; i < n; i++)
+        sbuf_printf(b, "wsechod_%s{%s=\"%s\"} %llu\n", name, label, names[i],
+                    (unsigned long long)values[i]);
+}
+
 static void traffic(struct sbuf *b, const struct stats_counters *c)
 {
-    head(b, "messages_total", "counter", "WebSocket messages, by direction.");
-    sbuf_printf(b, "wsechod_messages_total{direction=\"in\"} %llu\n"
-                "wsechod_messages_total{direction=\"out\"} %llu\n",
-                (unsigned long long)c->msgs_in, (unsigned long long)c->msgs_out);
-    head(b, "payload_bytes_total", "counter", "WebSocket message payload bytes.");
-    sbuf_printf(b, "wsechod_payload_bytes_total{direction=\"in\"} %llu\n"
-                "wsechod_payload_bytes_total{direction=\"out\"} %llu\n",
-                (unsigned long long)c->bytes_in, (unsigned long long)c->bytes_out);
-    head(b, "wire_bytes_total", "counter", "Bytes on client sockets (TLS records included).");
-    sbuf_printf(b, "wsechod_wire_bytes_total{direction=\"in\"} %llu\n"
-                "wsechod_wire_bytes_total{direction=\"out\"} %llu\n",
-                (unsigned long long)c->wire_in, (unsigned long long)c->wire_out);
-    head(b, "handoffs_total", "counter", "Connections handed between workers.");
-    sbuf_printf(b, "wsechod_handoffs_total{result=\"sent\"} %llu\n"
-                "wsechod_handoffs_total{result=\"received\"} %llu\n"
-                "wsechod_handoffs_total{result=\"failed\"} %llu\n",
-                (unsigned long long)c->handoffs_out, (unsigned long long)c->handoffs_in,
-                (unsigned long long)c->handoffs_failed);
+    static const char *const dir[] = { "in", "out" };
+    static const char *const hand[] = { "sent", "received", "failed" };
+    by_label(b, "messages_total", "counter", "WebSocket messages, by direction.", "direction",
+             dir, (uint64_t[]){ c->msgs_in, c->msgs_out }, 2);
+    by_label(b, "payload_bytes_total", "counter", "WebSocket message payload bytes.",
+             "direction", dir, (uint64_t[]){ c->bytes_in, c->bytes_out }, 2);
+    by_label(b, "wire_bytes_total", "counter", "Bytes on client sockets (TLS records included).",
+             "direction", dir, (uint64_t[]){ c->wire_in, c->wire_out }, 2);
+    by_label(b, "handoffs_total", "counter", "Connections handed between workers.", "result",
+             hand, (uint64_t[]){ c->handoffs_out, c->handoffs_in, c->handoffs_failed }, 3);
 }
 
 static void results(struct sbuf *b, const struct stats_counters *c)
@@ -136,14 +139,11 @@ static void results(struct sbuf *b, const struct stats_counters *c)
 
 static void master_part(struct sbuf *b)
 {
-    head(b, "reloads_total", "counter", "Configuration reloads, by result.");
-    sbuf_printf(b, "wsechod_reloads_total{result=\"ok\"} %llu\n"
-                "wsechod_reloads_total{result=\"failed\"} %llu\n",
-                (unsigned long long)stats->reloads_ok, (unsigned long long)stats->reloads_failed);
-    head(b, "worker_exits_total", "counter", "Worker processes that ended, by cause.");
-    for (unsigned i = 0; i < EXIT_N; i++)
-        sbuf_printf(b, "wsechod_worker_exits_total{cause=\"%s\"} %llu\n", exit_name[i],
-                    (unsigned long long)stats->exits[i]);
+    static const char *const result[] = { "ok", "failed" };
+    by_label(b, "reloads_total", "counter", "Configuration reloads, by result.", "result", result,
+             (uint64_t[]){ stats->reloads_ok, stats->reloads_failed }, 2);
+    by_label(b, "worker_exits_total", "counter", "Worker processes that ended, by cause.",
+             "cause", exit_name, stats->exits, EXIT_N);
     head(b, "draining", "gauge", "1 while the server is stopping.");
     sbuf_printf(b, "wsechod_draining %u\n", STATS_GET(stats->stopping) ? 1u : 0u);
     head(b, "generations", "gauge", "Live generations, by state.");

@@ -16,16 +16,8 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import (RawWS, children, http_exchange, run_async, run_cli, wait_until,
-                      write_config, ws_connect)
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
+from conftest import (RawWS, children, http_exchange, pick_free_port as free_port, run_async,
+                      run_cli, wait_until, ws_connect)
 
 
 def get(port, path, method="GET"):

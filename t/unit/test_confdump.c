@@ -7,18 +7,9 @@
 
 #include "confdump.h"
 #include "config.h"
+#include "confload.h"
 #include "tap.h"
 
-static char path[64];
-
-static struct config *load(const char *text, char err[CONFIG_ERR_MAX])
-{
-    FILE *f = fopen(path, "w");
-    fputs(text, f);
-    fclose(f);
-    err[0] = '\0';
-    return config_load(path, err);
-}
 
 /* The dump of cf, malloc'ed (NULL if confdump_write failed). */
 static char *dump(const struct config *cf)

@@ -5,18 +5,9 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "confload.h"
 #include "tap.h"
 
-static char path[64];
-
-static struct config *load(const char *text, char err[CONFIG_ERR_MAX])
-{
-    FILE *f = fopen(path, "w");
-    fputs(text, f);
-    fclose(f);
-    err[0] = '\0';
-    return config_load(path, err);
-}
 
 int main(void)
 {
