@@ -210,8 +210,20 @@ static void put_core(FILE *out, const struct config *cf)
     key_duration(out, "send_timeout", cf->send_timeout_ms);
 }
 
+static void put_pmd(FILE *out, const struct config_pmd *p)
+{
+    fprintf(out, "permessage_deflate:\n  enabled: %s\n  server_max_window_bits: %u\n"
+            "  client_max_window_bits: %u\n  server_no_context_takeover: %s\n"
+            "  compression_level: %u\n  mem_level: %u\n", p->enabled ? "on" : "off",
+            p->server_max_window_bits, p->client_max_window_bits,
+            p->server_no_context_takeover ? "on" : "off", p->compression_level, p->mem_level);
+    fputs("  ", out);
+    key_size(out, "min_size", p->min_size);
+}
+
 static void put_status(FILE *out, const struct config *cf)
 {
+    put_pmd(out, &cf->pmd);
     key_str(out, "", "access_log", cf->access_log ? cf->access_log : "off");
     fprintf(out, "access_log_format: %s\n", cf->access_log_json ? "json" : "text");
     if (cf->status.addrlen != 0) {

@@ -17,6 +17,7 @@
 #include "modules.h"
 
 #include "conflisten.h"
+#include "confpmd.h"
 #include "confstatus.h"
 #include "confval.h"
 #include "tls.h"
@@ -220,21 +221,6 @@ static int parse_affinity(struct parse *p, yaml_node_t *n, struct config *cf, co
 }
 
 /* on/off (and the YAML 1.1 spellings true/false, yes/no) into an int. */
-static int parse_switch(struct parse *p, yaml_node_t *n, struct config *cf, const struct key *k)
-{
-    static const char *const on[] = { "on", "true", "yes" }, *const off[] = { "off", "false", "no" };
-    const char *s = conf_scalar(p, n, k->name);
-    if (s == NULL)
-        return -1;
-    for (size_t i = 0; i < 3; i++) {
-        if (strcmp(s, on[i]) == 0 || strcmp(s, off[i]) == 0) {
-            *FIELD(cf, k, int) = strcmp(s, on[i]) == 0;
-            return 0;
-        }
-    }
-    return conf_fail(p, n, "%s: expected 'on' or 'off', got '%s'", k->name, s);
-}
-
 static void strings_free(char **v, size_t n)
 {
     for (size_t i = 0; i < n; i++)
@@ -312,11 +298,12 @@ static const struct key keys[] = {
     { "allowed_origins",    parse_origins,   0, 0, 0 },
     { "subprotocols",       parse_subprotocols, 0, 0, 0 },
     { "routes",             parse_routes,    0, 0, 0 },
+    { "permessage_deflate", conf_pmd,        0, 0, 0 },
     { "access_log",         conf_access_log, 0, 0, 0 },
     { "access_log_format",  conf_access_log_format, 0, 0, 0 },
     { "status",             conf_status,     0, 0, 0 },
     { "health_paths",       conf_health_paths, 0, 0, 0 },
-    { "reload_handoff",     parse_switch,    OFF(reload_handoff), 0, 0 },
+    { "reload_handoff",     conf_switch,     OFF(reload_handoff), 0, 0 },
     { "upgrade_timeout",    conf_duration,  OFF(upgrade_timeout_ms), 100, 3600000 },
     { "session_ticket_rotation", conf_duration, OFF(ticket_rotation_ms), 1000, 86400000 },
 };
@@ -346,6 +333,7 @@ static int defaults(struct config *cf)
     cf->reload_handoff = 1;
     cf->upgrade_timeout_ms = 30000;
     cf->ticket_rotation_ms = 3600000;
+    cf->pmd = (struct config_pmd){ 0, 15, 15, 1, 1, 8, 64 };
     cf->uid = getuid();
     cf->gid = getgid();
     cf->listen = calloc(1, sizeof(*cf->listen));

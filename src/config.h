@@ -33,6 +33,17 @@ struct config_tls {
     void **extra_ctx;           /* SSL_CTX of each extra */
 };
 
+/* permessage-deflate (RFC 7692): what we agree to (pmd.h). */
+struct config_pmd {
+    int enabled;
+    unsigned server_max_window_bits;    /* 9..15: our compressor's window */
+    unsigned client_max_window_bits;    /* 9..15: asked of a client that offers it */
+    int server_no_context_takeover;
+    unsigned compression_level;         /* 0..9 */
+    unsigned mem_level;                 /* 1..9 */
+    size_t min_size;                    /* shorter messages go uncompressed */
+};
+
 struct config_listen {
     struct sockaddr_storage addr;
     socklen_t addrlen;
@@ -89,6 +100,7 @@ struct config {
     struct config_listen status;/* the status listener; addrlen 0: none */
     char *healthz_path;         /* on the main listeners too; NULL: not there */
     char *readyz_path;
+    struct config_pmd pmd;
     char *access_log;           /* a path, "stderr", or NULL: off */
     int access_log_json;
 };

@@ -61,6 +61,21 @@ int conf_get_uint(struct parse *p, yaml_node_t *n, const struct key *k, uint64_t
     return conf_range(p, n, k, *v, s);
 }
 
+int conf_switch(struct parse *p, yaml_node_t *n, struct config *cf, const struct key *k)
+{
+    static const char *const on[] = { "on", "true", "yes" }, *const off[] = { "off", "false", "no" };
+    const char *s = conf_scalar(p, n, k->name);
+    if (s == NULL)
+        return -1;
+    for (size_t i = 0; i < 3; i++) {
+        if (strcmp(s, on[i]) == 0 || strcmp(s, off[i]) == 0) {
+            *FIELD(cf, k, int) = strcmp(s, on[i]) == 0;
+            return 0;
+        }
+    }
+    return conf_fail(p, n, "%s: expected 'on' or 'off', got '%s'", k->name, s);
+}
+
 int conf_uint(struct parse *p, yaml_node_t *n, struct config *cf, const struct key *k)
 {
     uint64_t v = 0;

@@ -55,5 +55,7 @@ int conf_uint(struct parse *p, yaml_node_t *n, struct config *cf, const struct k
 int conf_duration(struct parse *p, yaml_node_t *n, struct config *cf, const struct key *k);
 int conf_size(struct parse *p, yaml_node_t *n, struct config *cf, const struct key *k);
 int conf_string(struct parse *p, yaml_node_t *n, struct config *cf, const struct key *k);
+/* An int 1 or 0 from on/off (true/false, yes/no). */
+int conf_switch(struct parse *p, yaml_node_t *n, struct config *cf, const struct key *k);
 
 #endif

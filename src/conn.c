@@ -295,6 +295,8 @@ static void upgrade(struct conn *c, const struct http_verdict *v, size_t end)
     timer_clear(c);
     STATS_ADD(stats_me->c.handshakes[HS_101], 1);
     struct ws_conn *ws = n ? ws_open(&c->s, v->route, &req, NULL, 0) : NULL;
+    if (ws != NULL)
+        ws_set_pmd(ws, v->pmd.server_bits);
     char *pending = http_in_take_rest(c->in, end, &rest);
     sock_set_input(&c->s, pending, rest); /* frames pipelined behind the request */
     http_end(c);
@@ -598,6 +600,7 @@ int conn_export(struct conn *c, struct handoff_conn *hc, uint8_t *state, size_t 
     hc->pending = (const char *)sock_input(&c->s);
     hc->pending_len = sock_avail(&c->s);
     hc->started = ws_started(c->ws);
+    hc->pmd_bits = ws_pmd(c->ws);
     hc->tally = tally;
     hc->tally_len = ws_tally_export(c->ws, tally, sizeof(tally));
     return 0;
@@ -660,6 +663,7 @@ int conn_start_ws(struct conn *c, const struct config_route *r, const struct han
     }
     if (hc->started != 0)
         ws_set_started(c->ws, hc->started);
+    ws_set_pmd(c->ws, hc->pmd_bits); /* agreed with the peer: kept whatever our config says now */
     ws_tally_adopt(c->ws, hc->tally, hc->tally_len, hc->path, hc->path_len);
     c->state = CONN_WS;
     keepalive_since(c, hc->silent_ms);

@@ -131,7 +131,8 @@ static int encode(struct hdr_entry *e, frame_sink *sink, void *arg, int opcode,
 {
     if (E.ctx == NULL && wslay_frame_context_init(&E.ctx, &enc_callbacks, NULL) != 0)
         return -1;
-    struct wslay_frame_iocb io = { .fin = 1, .opcode = (uint8_t)opcode, .payload_length = len,
+    struct wslay_frame_iocb io = { .fin = 1, .rsv = (opcode & FRAME_RSV1) ? WSLAY_RSV1_BIT : 0,
+                                   .opcode = (uint8_t)(opcode & 0xf), .payload_length = len,
                                    .data = data, .data_length = len };
     E.sink = sink;
     E.arg = arg;

@@ -28,11 +28,13 @@ struct frame_info {
 struct frame_seq {
     uint32_t message_len;   /* bytes of the data message in progress (<= 1 GiB) */
     uint8_t in_message;     /* a plain byte: copied per frame, unlike a bitfield */
+    uint8_t compressed;     /* the message (its first frame had RSV1) */
 };
 
 struct frame_limits {
     uint64_t max_frame;
     uint64_t max_message;
+    int rsv1_ok;            /* permessage-deflate was agreed */
 };
 
 /* Parses a header at p. Returns its length (filling *fi), 0 if more bytes
@@ -84,10 +86,13 @@ static inline uint16_t frame_check(struct frame_seq *seq, const struct frame_inf
         !seq->in_message && fi->payload_len <= lim->max_frame &&
         fi->payload_len <= lim->max_message) {
         seq->message_len = (uint32_t)fi->payload_len;
+        seq->compressed = 0;
         return 0;
     }
-    if (fi->rsv != 0 || !fi->masked)
-        return 1002; /* no extension is negotiated; clients must mask */
+    if ((fi->rsv & ~(lim->rsv1_ok ? 4u : 0u)) != 0 || !fi->masked)
+        return 1002; /* no other extension is negotiated; clients must mask */
+    if ((fi->rsv & 4) && (op == FRAME_CONT || frame_is_control(op)))
+        return 1002; /* RSV1 marks a message's first frame only (RFC 7692 6) */
     if ((op > FRAME_BINARY && op < FRAME_CLOSE) || op > FRAME_PONG)
         return 1002; /* reserved opcode */
     if (frame_is_control(op))
@@ -101,6 +106,8 @@ static inline uint16_t frame_check(struct frame_seq *seq, const struct frame_inf
         return 1009;
     seq->message_len = (uint32_t)total; /* max_message is at most 1 GiB */
     seq->in_message = !fi->fin;
+    if (op != FRAME_CONT)
+        seq->compressed = (fi->rsv & 4) != 0;
     return 0;
 }
 
@@ -122,6 +129,8 @@ void frame_unmask(uint8_t *p, size_t n, const uint8_t mask[4], uint64_t phase);
  * its payload in one call, when the header is known). 0, or -1 if it could
  * not take the bytes. */
 typedef int frame_sink(void *arg, const void *a, size_t alen, const void *b, size_t blen);
+/* With frame_write's opcode: the frame has RSV1 set (a compressed message). */
+#define FRAME_RSV1 0x40
 /* Encodes an unmasked, final frame with wslay's frame layer into sink (a
  * header, then the payload). One wslay context serves the whole process:
  * between two frames it holds no state. 0, or -1 if the sink failed. */

@@ -14,7 +14,7 @@
 
 struct wire {
     uint32_t magic, silent_ms, path_len, pending_len, state_len;
-    uint32_t started, tally_len;  /* v3 */
+    uint32_t started, tally_len, flags;  /* v3; flags: permessage-deflate's window bits */
 };
 
 /* Checks the header of a received message of n bytes into *w (older
@@ -27,7 +27,7 @@ static size_t wire_check(const char *buf, size_t n, struct wire *w)
     if (w->magic == HANDOFF_MAGIC_V1 || w->magic == HANDOFF_MAGIC_V2) {
         hlen = offsetof(struct wire, started) -
                (w->magic == HANDOFF_MAGIC_V1 ? sizeof(w->state_len) : 0);
-        w->started = w->tally_len = 0;
+        w->started = w->tally_len = w->flags = 0;
         if (w->magic == HANDOFF_MAGIC_V1)
             w->state_len = 0;
     } else if (w->magic != HANDOFF_MAGIC) {
@@ -58,7 +58,7 @@ int handoff_send(int sock, const struct handoff_conn *hc)
     union { struct cmsghdr h; char buf[CMSG_SPACE(sizeof(int))]; } ctl;
     struct wire w = { HANDOFF_MAGIC, hc->silent_ms, (uint32_t)hc->path_len,
                       (uint32_t)hc->pending_len, (uint32_t)hc->state_len, hc->started,
-                      (uint32_t)hc->tally_len };
+                      (uint32_t)hc->tally_len, hc->pmd_bits };
     struct iovec iov[5] = {
         { &w, sizeof(w) },
         { (void *)hc->path, hc->path_len },
@@ -131,6 +131,7 @@ int handoff_recv(int sock, struct handoff_conn *hc)
         hc->started = w.started;
         hc->tally = hc->state + w.state_len;
         hc->tally_len = w.tally_len;
+        hc->pmd_bits = (w.flags & 0xff) >= 9 && (w.flags & 0xff) <= 15 ? (uint8_t)w.flags : 0;
         return 1;
     }
 }

@@ -26,6 +26,7 @@ struct handoff_conn {
     const uint8_t *state;   /* the module's (module.h: export, on_adopt) */
     size_t state_len;
     uint32_t started;       /* when the WebSocket began (ws_clock); 0: not said */
+    uint8_t pmd_bits;       /* permessage-deflate agreed (our window bits), 0: none */
     const uint8_t *tally;   /* the access log's record (ws_tally_export), or none */
     size_t tally_len;
 };

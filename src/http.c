@@ -348,6 +348,20 @@ static const char *choose_protocol(const struct http_req *r, const char *buf,
     return NULL;
 }
 
+static void choose_extensions(const struct http_req *r, const char *buf,
+                              const struct config *cf, struct http_verdict *v)
+{
+    struct pmd_line lines[HTTP_LIST_LINES];
+    size_t n = r->count[HDR_WS_EXTENSIONS] < HTTP_LIST_LINES ? r->count[HDR_WS_EXTENSIONS]
+                                                             : HTTP_LIST_LINES;
+    for (size_t i = 0; i < n; i++) {
+        lines[i].p = buf + r->list[LIST_WS_EXTENSIONS][i].off;
+        lines[i].len = r->list[LIST_WS_EXTENSIONS][i].len;
+    }
+    if (!pmd_negotiate(&cf->pmd, lines, n, &v->pmd, v->extensions, sizeof(v->extensions)))
+        v->extensions[0] = '\0';
+}
+
 void http_req_check(const struct http_req *r, const char *buf,
                     const struct config *cf, struct http_verdict *v)
 {
@@ -356,6 +370,7 @@ void http_req_check(const struct http_req *r, const char *buf,
         check_origin(r, buf, cf, v) == 0) {
         verdict(v, 101, "Switching Protocols");
         v->protocol = choose_protocol(r, buf, cf);
+        choose_extensions(r, buf, cf, v);
     }
 }
 
@@ -413,9 +428,11 @@ size_t http_upgrade_response(const struct http_req *r, const char *buf,
                      "Upgrade: websocket\r\n"
                      "Connection: Upgrade\r\n"
                      "Sec-WebSocket-Accept: %s\r\n"
-                     "%s%s%s\r\n",
+                     "%s%s%s%s%s%s\r\n",
                      accept, v->protocol ? "Sec-WebSocket-Protocol: " : "",
-                     v->protocol ? v->protocol : "", v->protocol ? "\r\n" : "");
+                     v->protocol ? v->protocol : "", v->protocol ? "\r\n" : "",
+                     v->extensions[0] ? "Sec-WebSocket-Extensions: " : "", v->extensions,
+                     v->extensions[0] ? "\r\n" : "");
     return n < 0 || (size_t)n >= cap ? 0 : (size_t)n;
 }
 

@@ -7,6 +7,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "pmd.h"
+
 struct config;
 struct config_route;
 
@@ -46,6 +48,8 @@ struct http_verdict {
     const char *reason;                 /* short text for the error body */
     const struct config_route *route;
     const char *protocol;               /* the chosen subprotocol, or NULL */
+    struct pmd_params pmd;              /* permessage-deflate, if agreed */
+    char extensions[192];               /* our Sec-WebSocket-Extensions ("": none) */
 };
 
 #define HTTP_TOO_LARGE "request headers too large"

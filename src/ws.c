@@ -7,6 +7,7 @@
 #include "config.h"
 #include "frame.h"
 #include "mem.h"
+#include "pmd.h"
 #include "pool.h"
 #include "sock.h"
 #include "stats.h"
@@ -44,6 +45,7 @@ struct ws_conn {
     uint16_t close_received;/* the peer's close code (1005: none given) */
     uint16_t close_sent;    /* ours (1005: none given), once closing */
     uint32_t started;       /* ws_clock() when the WebSocket began */
+    uint8_t pmd_bits;       /* permessage-deflate: our window bits; 0: not agreed */
     uint8_t closing : 1;    /* our close frame is queued */
     uint8_t read_shut : 1;  /* nothing more is read: done once output is out */
     uint8_t failed : 1;     /* out of memory: drop it */
@@ -200,8 +202,26 @@ static void deliver(struct ws_conn *w, int type, const uint8_t *data, size_t len
         w->route->module->on_message(w, (enum ws_msg_type)type, data, len);
 }
 
+/* A whole compressed message (pmd.h): inflated, judged, delivered. */
+static int deliver_compressed(struct ws_conn *w, int type, const uint8_t *p, size_t n)
+{
+    const uint8_t *out;
+    size_t len;
+    int r = pmd_inflate(p, n, w->route->cf->max_message_size, &out, &len);
+    if (r == PMD_NOMEM)
+        return w->failed = 1, -1;
+    if (r != PMD_OK)
+        return fail(w, r == PMD_TOO_BIG ? 1009 : 1007);
+    if (type == FRAME_TEXT && !utf8_valid(out, len))
+        return fail(w, 1007);
+    deliver(w, type, out, len);
+    pmd_trim();
+    return 1;
+}
+
 /* Adds an unmasked piece to the message; delivers it after its last piece.
- * Text is judged as it grows: invalid UTF-8 fails at once (1007). */
+ * Text is judged as it grows: invalid UTF-8 fails at once (1007); a
+ * compressed message is judged once inflated, whole. */
 static int msg_add(struct ws_conn *w, const uint8_t *p, size_t n, int last)
 {
     struct ws_busy *b = w->b;
@@ -210,6 +230,12 @@ static int msg_add(struct ws_conn *w, const uint8_t *p, size_t n, int last)
         return w->failed = 1, -1;
     memcpy(b->msg + b->msg_len, p, n);
     b->msg_len += (uint32_t)n;
+    if (w->seq.compressed) {
+        int r = last ? deliver_compressed(w, b->msg_type, b->msg, b->msg_len) : 0;
+        if (r > 0)
+            msg_free(b);
+        return r < 0 ? -1 : 0;
+    }
     if (b->msg_type == FRAME_TEXT) {
         if (!utf8_scan(b->msg + b->msg_checked, b->msg_len - b->msg_checked, &done))
             return fail(w, 1007);
@@ -245,6 +271,8 @@ static int data_frame(struct ws_conn *w, const struct frame_info *fi, uint8_t *p
     size_t n = (size_t)fi->payload_len;
     frame_unmask(p, n, fi->mask, 0);
     if (fi->fin && fi->opcode != FRAME_CONT) {
+        if (fi->rsv & 4)
+            return deliver_compressed(w, fi->opcode, p, n);
         /* A whole message: straight from the read buffer, no copy. */
         if (fi->opcode == FRAME_TEXT && !utf8_valid(p, n))
             return fail(w, 1007);
@@ -347,7 +375,7 @@ static int next_frame(struct ws_conn *w)
         return -1;
     }
     const struct config *cf = w->route->cf;
-    struct frame_limits lim = { cf->max_frame_size, cf->max_message_size };
+    struct frame_limits lim = { cf->max_frame_size, cf->max_message_size, w->pmd_bits != 0 };
     struct frame_seq seq = w->seq; /* committed when the frame is taken */
     uint16_t code = frame_check(&seq, &fi, &lim);
     if (code)
@@ -583,7 +611,15 @@ int ws_send(struct ws_conn *w, enum ws_msg_type type, const uint8_t *data, size_
 {
     if (w->failed || w->closing)
         return -1;
-    send_frame(w, type, data, len);
+    const struct config_pmd *pc = &w->route->cf->pmd;
+    const uint8_t *z;
+    size_t zlen;
+    struct pmd_params pp = { w->pmd_bits };
+    if (w->pmd_bits && len > 0 && len >= pc->min_size &&
+        pmd_deflate(pc, &pp, data, len, &z, &zlen) == PMD_OK)
+        send_frame(w, (int)type | FRAME_RSV1, z, zlen);
+    else
+        send_frame(w, type, data, len);
     stats_message(0, len);
     struct ws_tally *t = tally(w);
     if (t != NULL) {
@@ -658,6 +694,16 @@ void ws_tally_adopt(struct ws_conn *w, const uint8_t *buf, size_t len, const cha
     }
     free(t->target);
     t->target = target;
+}
+
+void ws_set_pmd(struct ws_conn *w, uint8_t server_bits)
+{
+    w->pmd_bits = server_bits;
+}
+
+uint8_t ws_pmd(const struct ws_conn *w)
+{
+    return w->pmd_bits;
 }
 
 uint32_t ws_clock(void)

@@ -66,6 +66,9 @@ void ws_set_started(struct ws_conn *w, uint32_t started);
 size_t ws_tally_export(struct ws_conn *w, uint8_t *buf, size_t cap);
 void ws_tally_adopt(struct ws_conn *w, const uint8_t *buf, size_t len, const char *path,
                     size_t path_len);
+/* permessage-deflate agreed for w (pmd.h): our window bits, 0 for none. */
+void    ws_set_pmd(struct ws_conn *w, uint8_t server_bits);
+uint8_t ws_pmd(const struct ws_conn *w);
 /* Deciseconds of CLOCK_MONOTONIC, modulo 2^32: one clock for every process
  * of the machine, so an age survives a handoff; differences are right for
  * 13 years. */

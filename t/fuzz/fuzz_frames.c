@@ -14,7 +14,8 @@
  * fuzzer can write plain payloads (valid UTF-8, close codes) and still get
  * past the masking rule. Bit 1: small message limits. Bits 2-3: how many
  * input bytes arrive with the handshake. Bit 4: queue a keepalive ping,
- * bit 5: a server-side close (idle timeout) midway. */
+ * bit 5: a server-side close (idle timeout) midway, bit 6: permessage-deflate
+ * agreed (RSV1 frames are inflated, echoes deflated). */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdint.h>
@@ -48,7 +49,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 /* Part 1: the pure functions, on the bytes as they are. */
 static void gate_walk(const uint8_t *p, size_t n, const struct frame_limits *lim)
 {
-    struct frame_seq seq = { 0, 0 };
+    struct frame_seq seq = { 0, 0, 0 };
     (void)utf8_valid(p, n);
     while (n > 0) {
         struct frame_info fi;
@@ -81,7 +82,7 @@ static void gate_walk(const uint8_t *p, size_t n, const struct frame_limits *lim
             free(pl);
         }
         if (code != 0)
-            seq = (struct frame_seq){ 0, 0 };
+            seq = (struct frame_seq){ 0, 0, 0 };
         p += (size_t)h + fi.payload_len;
         n -= (size_t)h + fi.payload_len;
     }
@@ -170,6 +171,8 @@ static void ws_path(const uint8_t *in, size_t n, unsigned flags)
     struct ws_conn *w = ws_open(&s, &route, &req, NULL, 0);
     if (w == NULL)
         abort();
+    if (flags & 64)
+        ws_set_pmd(w, 15);
     size_t off = lead;
     int eof_sent = 0, pinged = 0, closed = 0;
     for (int iter = 0; iter < 2000; iter++) {
@@ -213,7 +216,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         n = mask_all(p, n, buf);
         p = buf;
     }
-    struct frame_limits small = { 200, 300 }, big = { 65536, 1 << 20 };
+    struct frame_limits small = { 200, 300, 0 }, big = { 65536, 1 << 20, 1 };
     gate_walk(p, n, (flags & 2) ? &small : &big);
     ws_path(p, n, flags);
     free(buf);

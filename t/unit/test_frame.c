@@ -4,13 +4,40 @@
 #include "frame.h"
 #include "tap.h"
 
-static const struct frame_limits lim = { 1000, 3000 };
+static const struct frame_limits lim = { 1000, 3000, 0 };
+static const struct frame_limits lim_z = { 1000, 3000, 1 };
 
 static uint16_t check(struct frame_seq *seq, const uint8_t *h, size_t n)
 {
     struct frame_info fi;
     int r = frame_parse(h, n, &fi);
     return r <= 0 ? (uint16_t)(r < 0 ? 1002 : 0) : frame_check(seq, &fi, &lim);
+}
+
+/* RSV1 (permessage-deflate): only on a data message's first frame, and
+ * only when the extension was agreed. */
+static void rsv1(void)
+{
+    struct frame_seq seq = { 0, 0, 0 };
+    struct frame_info fi;
+    const uint8_t z1[] = { 0xc1, 0x81, 1, 2, 3, 4, 0 }, zstart[] = { 0x41, 0x81, 1, 2, 3, 4, 0 };
+    const uint8_t zcont[] = { 0xc0, 0x81, 1, 2, 3, 4, 0 }, cont[] = { 0x80, 0x81, 1, 2, 3, 4, 0 };
+    const uint8_t zping[] = { 0xc9, 0x80, 1, 2, 3, 4 }, rsv2[] = { 0xa1, 0x81, 1, 2, 3, 4, 0 };
+    frame_parse(z1, sizeof(z1), &fi);
+    ok(frame_check(&seq, &fi, &lim) == 1002, "RSV1 without the extension: 1002");
+    ok(frame_check(&seq, &fi, &lim_z) == 0 && seq.compressed, "RSV1 message with it");
+    frame_parse(zstart, sizeof(zstart), &fi);
+    ok(frame_check(&seq, &fi, &lim_z) == 0 && seq.compressed && seq.in_message,
+       "a compressed fragmented message starts");
+    frame_parse(zcont, sizeof(zcont), &fi);
+    ok(frame_check(&seq, &fi, &lim_z) == 1002, "RSV1 on a continuation: 1002");
+    frame_parse(zping, sizeof(zping), &fi);
+    ok(frame_check(&seq, &fi, &lim_z) == 1002, "RSV1 on a ping: 1002");
+    frame_parse(cont, sizeof(cont), &fi);
+    ok(frame_check(&seq, &fi, &lim_z) == 0 && seq.compressed && !seq.in_message,
+       "its plain continuation ends it, still compressed");
+    frame_parse(rsv2, sizeof(rsv2), &fi);
+    ok(frame_check(&seq, &fi, &lim_z) == 1002, "RSV2 is never ours");
 }
 
 static void parse(void)
@@ -156,6 +183,7 @@ static void encoding(void)
 int main(void)
 {
     parse();
+    rsv1();
     sequence();
     limits();
     close_frames();

@@ -1,0 +1,235 @@
+"""permessage-deflate (RFC 7692): negotiation over raw handshakes, every
+RSV1 rule and the decompression bomb over raw frames (compressed here with
+Python's zlib, an independent implementation), Python `websockets` and
+Node `ws` with compression, a compressed connection handed over on reload."""
+
+import asyncio
+import json
+import shutil
+import signal
+import struct
+import subprocess
+import time
+import zlib
+
+import pytest
+
+from conftest import RawWS, run_async, wait_until, ws_connect, ws_request
+
+PMD = {"enabled": "on"}
+BASE = "permessage-deflate; server_no_context_takeover; client_no_context_takeover"
+
+
+def compress(data, level=1):
+    c = zlib.compressobj(level, zlib.DEFLATED, -15)
+    out = c.compress(data) + c.flush(zlib.Z_SYNC_FLUSH)
+    assert out.endswith(b"\x00\x00\xff\xff")
+    return out[:-4]
+
+
+def inflate(data):
+    return zlib.decompressobj(-15).decompress(data + b"\x00\x00\xff\xff")
+
+
+class DeflateWS(RawWS):
+    """A raw client that offers permessage-deflate and reads RSV1 frames."""
+
+    def __init__(self, port, offer="permessage-deflate", path="/", lines=None):
+        self.offer = offer
+        extra = [("Sec-WebSocket-Extensions", v) for v in (lines or [offer])]
+        self.key_req = ws_request(port, path=path, extra=extra)
+        super().__init__(port, path=path, request=self.key_req)
+
+    def recv_frame(self, timeout=5.0):
+        deadline = time.monotonic() + timeout
+        b0, b1 = self._need(2, deadline)
+        assert b0 & 0x30 == 0, f"server set RSV2/3: {b0:#x}"
+        n = b1 & 0x7F
+        if n == 126:
+            n = struct.unpack("!H", self._need(2, deadline))[0]
+        elif n == 127:
+            n = struct.unpack("!Q", self._need(8, deadline))[0]
+        payload = self._need(n, deadline)
+        self.last_rsv1 = bool(b0 & 0x40)
+        return bool(b0 & 0x80), b0 & 0x0F, payload
+
+    def echo_z(self, data, opcode=2):
+        """Sends data compressed; returns (rsv1, inflated reply)."""
+        self.send_frame(opcode, compress(data), rsv=4)
+        fin, op, payload = self.recv_frame()
+        assert fin and op == opcode
+        return self.last_rsv1, inflate(payload) if self.last_rsv1 else payload
+
+
+def answer(port, *lines):
+    """Our Sec-WebSocket-Extensions for these request header lines (None: none)."""
+    extra = [("Sec-WebSocket-Extensions", v) for v in lines]
+    ws = RawWS(port, request=ws_request(port, extra=extra))
+    got = ws.response.header("sec-websocket-extensions")
+    ws.abort()
+    return got
+
+
+# ---------------------------------------------------------------- negotiation
+
+@pytest.mark.parametrize("offers,want", [
+    (["permessage-deflate"], BASE),
+    (["permessage-deflate; client_max_window_bits"], BASE),
+    (["permessage-deflate; server_max_window_bits=10"], BASE + "; server_max_window_bits=10"),
+    (['permessage-deflate; server_max_window_bits="12"'], BASE + "; server_max_window_bits=12"),
+    (["permessage-deflate; client_no_context_takeover; server_no_context_takeover"], BASE),
+    # declined offers: the next one is taken
+    (["permessage-deflate; server_max_window_bits=8, permessage-deflate"], BASE),
+    (["permessage-deflate; foo, permessage-deflate; client_max_window_bits=15"], BASE),
+    (["permessage-deflate; server_no_context_takeover; server_no_context_takeover, "
+      "permessage-deflate; server_max_window_bits=9"], BASE + "; server_max_window_bits=9"),
+    (["x-webkit-deflate-frame; no_context_takeover, permessage-deflate"], BASE),
+    (["foo", "permessage-deflate"], BASE),                 # over two header lines
+    # nothing acceptable: no extension, the handshake still succeeds
+    (["permessage-deflate; client_max_window_bits=16"], None),
+    (["permessage-deflate; server_max_window_bits=010"], None),
+    (["permessage-deflate; server_max_window_bits"], None),
+    (["permessage-deflate; server_no_context_takeover=1"], None),
+    (["permessage-deflate; server_max_window_bits=8"], None),
+    (["x-webkit-deflate-frame"], None),
+])
+def test_negotiation(server_factory, offers, want):
+    srv = server_factory(workers=1, permessage_deflate=PMD)
+    assert answer(srv.port, *offers) == want
+
+
+def test_client_window_asked_only_when_offered(server_factory):
+    srv = server_factory(workers=1, permessage_deflate={"enabled": "on",
+                                                        "client_max_window_bits": 10})
+    assert answer(srv.port, "permessage-deflate; client_max_window_bits") == \
+        BASE + "; client_max_window_bits=10"
+    assert answer(srv.port, "permessage-deflate; client_max_window_bits=9") == BASE
+    assert answer(srv.port, "permessage-deflate") == BASE
+
+
+def test_off_by_default_and_rsv1_refused_then(server):
+    assert answer(server.port, "permessage-deflate") is None
+    ws = RawWS(server.port)
+    ws.send_frame(1, compress(b"hello"), rsv=4)
+    assert ws.recv_close()[0] == 1002
+
+
+# ---------------------------------------------------------------- frames
+
+def test_compressed_echo_and_min_size(server_factory):
+    srv = server_factory(workers=1, permessage_deflate={"enabled": "on", "min_size": 100})
+    ws = DeflateWS(srv.port)
+    big = json.dumps([{"id": i, "name": "item %d" % i, "tags": ["a", "b"]} for i in range(300)])
+    rsv1, got = ws.echo_z(big.encode(), opcode=1)
+    assert rsv1 and got == big.encode()
+    rsv1, got = ws.echo_z(b"tiny", opcode=2)       # under min_size: sent plain
+    assert not rsv1 and got == b"tiny"
+    ws.send_frame(2, b"plain" * 50)                 # uncompressed from the client is fine
+    fin, op, payload = ws.recv_frame()
+    assert ws.last_rsv1 and inflate(payload) == b"plain" * 50
+    ws.close()
+
+
+def test_fragmented_compressed_message_with_a_ping_inside(server_factory):
+    srv = server_factory(workers=1, permessage_deflate=PMD)
+    ws = DeflateWS(srv.port)
+    body = ("fragmented and compressed " * 400).encode()
+    z = compress(body)
+    ws.send_frame(1, z[:10], fin=False, rsv=4)
+    ws.send_frame(9, b"ping!")
+    ws.send_frame(0, z[10:200], fin=False)
+    ws.send_frame(0, z[200:], fin=True)
+    fin, op, payload = ws.recv_frame()
+    assert (op, payload) == (10, b"ping!")
+    fin, op, payload = ws.recv_frame()
+    assert op == 1 and inflate(payload) == body
+    ws.close()
+
+
+@pytest.mark.parametrize("frames,code", [
+    ([(1, b"", False, 4), (0, b"x", True, 4)], 1002),          # RSV1 on a continuation
+    ([(9, b"p", True, 4)], 1002),                              # RSV1 on a ping
+    ([(2, b"\xff\xff\xff\xff garbage", True, 4)], 1007),       # not deflate data
+    ([(1, None, True, 4)], 1007),                              # invalid UTF-8, compressed
+    ([(2, b"x", True, 2)], 1002),                              # RSV2: never ours
+])
+def test_bad_compressed_frames(server_factory, frames, code):
+    srv = server_factory(workers=1, permessage_deflate=PMD)
+    ws = DeflateWS(srv.port)
+    for op, payload, fin, rsv in frames:
+        ws.send_frame(op, compress(b"ok \xc3\x28 bad") if payload is None else payload,
+                      fin=fin, rsv=rsv)
+    assert ws.recv_close()[0] == code
+    other = DeflateWS(srv.port)                 # and nothing else is touched
+    assert other.echo_z(b"still fine" * 20)[1] == b"still fine" * 20
+    other.close()
+
+
+def test_decompression_bomb_stops_at_max_message_size(server_factory):
+    srv = server_factory(workers=1, permessage_deflate=PMD, max_message_size="1m")
+    bomb = compress(b"\0" * (64 << 20), 9)         # 64 MiB of zeros in about 64 KiB
+    assert len(bomb) < 70_000
+    ws = DeflateWS(srv.port)
+    ws.send_frame(2, bomb, rsv=4)
+    assert ws.recv_close(timeout=10)[0] == 1009
+    near = compress(b"\1" * (1 << 20))             # exactly the limit: fine
+    ok = DeflateWS(srv.port)
+    ok.send_frame(2, near, rsv=4)
+    fin, op, payload = ok.recv_frame(timeout=10)
+    assert inflate(payload) == b"\1" * (1 << 20)
+    ok.close()
+
+
+# ---------------------------------------------------------------- real clients
+
+def test_python_websockets_with_compression(server_factory):
+    srv = server_factory(workers=1, permessage_deflate=PMD)
+
+    async def run():
+        async with ws_connect(srv.port, compression="deflate") as ws:
+            assert ws.response_headers["Sec-WebSocket-Extensions"] == BASE
+            for m in ("short", "é" * 50_000, b"\x00\x01" * 40_000, json.dumps(list(range(5000)))):
+                await ws.send(m)
+                assert await ws.recv() == m
+    run_async(run())
+
+
+NODE = shutil.which("node")
+
+
+@pytest.mark.skipif(NODE is None, reason="needs node and Debian's node-ws")
+def test_node_ws_with_per_message_deflate(server_factory, tmp_path):
+    srv = server_factory(workers=1, permessage_deflate=PMD)
+    script = tmp_path / "client.js"
+    script.write_text("""
+const WebSocket = require('ws');
+const ws = new WebSocket(process.argv[2], {perMessageDeflate: {threshold: 0}});
+const msgs = ['x'.repeat(100), JSON.stringify(Array.from({length: 3000}, (_, i) => ({i}))),
+              Buffer.alloc(70000, 7)];
+let i = 0;
+ws.on('open', () => { console.log('ext=' + ws.extensions); ws.send(msgs[0]); });
+ws.on('message', (data, isBinary) => {
+  const want = msgs[i];
+  const ok = isBinary ? Buffer.compare(data, want) === 0 : data.toString() === want;
+  if (!ok) { console.log('mismatch ' + i); process.exit(1); }
+  if (++i === msgs.length) { console.log('ok'); ws.close(); } else ws.send(msgs[i]);
+});
+ws.on('close', () => process.exit(i === msgs.length ? 0 : 1));
+ws.on('error', (e) => { console.log('error ' + e.message); process.exit(1); });
+""")
+    r = subprocess.run([NODE, str(script), f"ws://127.0.0.1:{srv.port}/"], capture_output=True,
+                       text=True, timeout=30, env={"NODE_PATH": "/usr/share/nodejs"})
+    assert r.returncode == 0 and "ok" in r.stdout, (r.stdout, r.stderr)
+    assert "ext=permessage-deflate" in r.stdout
+
+
+def test_compressed_connection_survives_a_reload(server_factory):
+    srv = server_factory(workers=1, permessage_deflate=PMD, reload_handoff="on")
+    ws = DeflateWS(srv.port)
+    assert ws.echo_z(b"before the reload " * 10)[1] == b"before the reload " * 10
+    old = set(srv.workers())
+    srv.send_signal(signal.SIGHUP)
+    wait_until(lambda: not (set(srv.workers()) & old) and srv.workers(), 10, what="new worker")
+    rsv1, got = ws.echo_z(b"after the reload " * 10)
+    assert rsv1 and got == b"after the reload " * 10
+    ws.close()
