@@ -5,7 +5,9 @@
  * arrives in several reads; each piece is passed in a buffer of exactly
  * the bytes received so far (a fresh allocation), so a read past them is
  * an ASan error. A complete request is judged with http_req_check, and the
- * response is built with http_upgrade_response / http_error_response. */
+ * response is built with http_upgrade_response / http_error_response; the
+ * strict config has permessage-deflate on, so Sec-WebSocket-Extensions
+ * goes through the negotiation (pmd.c). */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,7 +26,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
         "max_header_size: 2k\n"
         "allowed_origins: [\"https://good.example\", \"http://localhost:8000\"]\n"
         "subprotocols: [chat.v2, chat]\n"
-        "routes: {/: echo, /echo: echo, /a/b: echo}\n");
+        "routes: {/: echo, /echo: echo, /a/b: echo}\n"
+        "permessage_deflate: {enabled: on, client_max_window_bits: 10}\n");
     cf_open = fuzz_config("max_header_size: 512\n");
     return 0;
 }
@@ -34,6 +37,12 @@ static void respond(const struct http_req *r, const char *buf, const struct conf
     struct http_verdict v;
     char out[1024];
     http_req_check(r, buf, cf, &v);
+    /* What we agree to is always the lean form, with a window zlib has. */
+    if (v.extensions[0] &&
+        (strncmp(v.extensions, "permessage-deflate; server_no_context_takeover; "
+                 "client_no_context_takeover", 74) != 0 ||
+         v.pmd.server_bits < 9 || v.pmd.server_bits > 15))
+        abort();
     if (v.status == 101) {
         size_t n = http_upgrade_response(r, buf, &v, out, sizeof(out));
         if (n == 0 || memcmp(out, "HTTP/1.1 101 ", 13) != 0)
