@@ -90,11 +90,17 @@ static void route(struct sconn *c, const char *line)
 {
     struct sbuf b = { 0 };
     char method[8], target[256];
-    if (sscanf(line, "%7s %255s HTTP/1.", method, target) != 2)
-        return text(&b, "bad request line"), respond(c, 400, "text/plain", &b, 0);
+    if (sscanf(line, "%7s %255s HTTP/1.", method, target) != 2) {
+        text(&b, "bad request line");
+        respond(c, 400, "text/plain", &b, 0);
+        return;
+    }
     int head = strcmp(method, "HEAD") == 0;
-    if (!head && strcmp(method, "GET") != 0)
-        return text(&b, "GET or HEAD"), respond(c, 405, "text/plain", &b, 0);
+    if (!head && strcmp(method, "GET") != 0) {
+        text(&b, "GET or HEAD");
+        respond(c, 405, "text/plain", &b, 0);
+        return;
+    }
     target[strcspn(target, "?")] = '\0';
     if (strcmp(target, "/metrics") == 0) {
         status_metrics(&b);

@@ -341,6 +341,8 @@ OP_CONT, OP_TEXT, OP_BIN, OP_CLOSE, OP_PING, OP_PONG = 0, 1, 2, 8, 9, 10
 class RawWS:
     """Minimal synchronous WebSocket client on a raw socket."""
 
+    rsv_allowed = 0     # RSV bits the server may set (0x40: permessage-deflate)
+
     def __init__(self, port, path="/", host="127.0.0.1", timeout=5.0, request=None,
                  trailing=b""):
         self.port = port
@@ -396,7 +398,8 @@ class RawWS:
         b0, b1 = self._need(2, deadline)
         fin = bool(b0 & 0x80)
         opcode = b0 & 0x0F
-        assert b0 & 0x70 == 0, f"server set RSV bits: {b0:#x}"
+        assert b0 & 0x70 & ~self.rsv_allowed == 0, f"server set RSV bits: {b0:#x}"
+        self.last_rsv1 = bool(b0 & 0x40)
         assert not (b1 & 0x80), "server frame is masked"
         n = b1 & 0x7F
         if n == 126:

@@ -7,7 +7,6 @@ import asyncio
 import json
 import shutil
 import signal
-import struct
 import subprocess
 import time
 import zlib
@@ -34,24 +33,13 @@ def inflate(data):
 class DeflateWS(RawWS):
     """A raw client that offers permessage-deflate and reads RSV1 frames."""
 
+    rsv_allowed = 0x40
+
     def __init__(self, port, offer="permessage-deflate", path="/", lines=None):
         self.offer = offer
         extra = [("Sec-WebSocket-Extensions", v) for v in (lines or [offer])]
         self.key_req = ws_request(port, path=path, extra=extra)
         super().__init__(port, path=path, request=self.key_req)
-
-    def recv_frame(self, timeout=5.0):
-        deadline = time.monotonic() + timeout
-        b0, b1 = self._need(2, deadline)
-        assert b0 & 0x30 == 0, f"server set RSV2/3: {b0:#x}"
-        n = b1 & 0x7F
-        if n == 126:
-            n = struct.unpack("!H", self._need(2, deadline))[0]
-        elif n == 127:
-            n = struct.unpack("!Q", self._need(8, deadline))[0]
-        payload = self._need(n, deadline)
-        self.last_rsv1 = bool(b0 & 0x40)
-        return bool(b0 & 0x80), b0 & 0x0F, payload
 
     def echo_z(self, data, opcode=2):
         """Sends data compressed; returns (rsv1, inflated reply)."""
