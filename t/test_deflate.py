@@ -3,12 +3,10 @@ RSV1 rule and the decompression bomb over raw frames (compressed here with
 Python's zlib, an independent implementation), Python `websockets` and
 Node `ws` with compression, a compressed connection handed over on reload."""
 
-import asyncio
 import json
 import shutil
 import signal
 import subprocess
-import time
 import zlib
 
 import pytest

@@ -10,7 +10,6 @@ import socket
 import ssl
 import subprocess
 import shutil
-import time
 from pathlib import Path
 
 import pytest
