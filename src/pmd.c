@@ -167,6 +167,7 @@ static struct {
     struct { z_stream z; int ready, level, mem, bits; } out[DEFLATERS];
     uint8_t *ibuf, *obuf;       /* inflated / deflated messages */
     size_t icap, ocap;
+    unsigned evict;             /* the deflater to give up next */
 } Z;
 
 static int grow(uint8_t **buf, size_t *cap, size_t want)
@@ -241,10 +242,12 @@ static z_stream *deflater(const struct config_pmd *cf, int bits)
         if (!Z.out[i].ready && free_slot < 0)
             free_slot = i;
     }
-    if (free_slot < 0) { /* settings changed by reloads: the oldest makes way */
-        deflateEnd(&Z.out[0].z);
-        memmove(&Z.out[0], &Z.out[1], sizeof(Z.out[0]) * (DEFLATERS - 1));
-        free_slot = DEFLATERS - 1;
+    if (free_slot < 0) {
+        /* Settings changed by reloads: one makes way, in turn. In place: a
+         * z_stream's state points back at it, so it must never move. */
+        free_slot = Z.evict++ % DEFLATERS;
+        deflateEnd(&Z.out[free_slot].z);
+        Z.out[free_slot].ready = 0;
     }
     z_stream *z = &Z.out[free_slot].z;
     memset(z, 0, sizeof(*z));

@@ -219,3 +219,18 @@ def test_compressed_connection_survives_a_reload(server_factory):
     rsv1, got = ws.echo_z(b"after the reload " * 10)
     assert rsv1 and got == b"after the reload " * 10
     ws.close()
+
+
+def test_more_window_sizes_than_the_worker_keeps_deflaters_for(server_factory):
+    """Each server_max_window_bits needs its own deflater; past the few a
+    worker keeps, one is replaced in turn, and every echo still inflates."""
+    srv = server_factory(workers=1, permessage_deflate=PMD)
+    body = ("window sizes " * 300).encode()
+    for rounds in range(2):
+        for bits in (9, 10, 11, 12, 13, 14, 15):
+            ws = DeflateWS(srv.port, offer=f"permessage-deflate; server_max_window_bits={bits}")
+            assert ws.response.header("sec-websocket-extensions").endswith(
+                f"server_max_window_bits={bits}")
+            rsv1, got = ws.echo_z(body)
+            assert rsv1 and got == body, (rounds, bits)
+            ws.close()
