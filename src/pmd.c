@@ -3,6 +3,8 @@
  * ";"-separated parameters, a value a token or a quoted string. */
 #include "pmd.h"
 
+#include "mem.h"
+
 #include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -168,7 +170,14 @@ static struct {
     uint8_t *ibuf, *obuf;       /* inflated / deflated messages */
     size_t icap, ocap;
     unsigned evict;             /* the deflater to give up next */
+    uint32_t held;              /* the two buffers, in the worker's budget (mem.h) */
 } Z;
+
+static void account(void)
+{
+    mem_move(&Z.held, (Z.icap ? Z.icap + MEM_BLOCK_OVERHEAD : 0) +
+                      (Z.ocap ? Z.ocap + MEM_BLOCK_OVERHEAD : 0));
+}
 
 static int grow(uint8_t **buf, size_t *cap, size_t want)
 {
@@ -182,6 +191,7 @@ static int grow(uint8_t **buf, size_t *cap, size_t want)
         return -1;
     *buf = p;
     *cap = c;
+    account();
     return 0;
 }
 
@@ -292,4 +302,5 @@ void pmd_trim(void)
         Z.obuf = NULL;
         Z.ocap = 0;
     }
+    account();
 }

@@ -15,7 +15,8 @@
  * no zlib state at all. A compressed message is inflated whole once its
  * last frame is in, into a per-worker buffer that grows only as far as
  * the output does (never past max_message_size: a decompression bomb
- * costs at most that). */
+ * costs at most that), counted in the worker's budget (mem.h) like what
+ * connections hold. */
 #ifndef WSECHOD_PMD_H
 #define WSECHOD_PMD_H
 

@@ -208,14 +208,15 @@ static int deliver_compressed(struct ws_conn *w, int type, const uint8_t *p, siz
     const uint8_t *out;
     size_t len;
     int r = pmd_inflate(p, n, w->route->cf->max_message_size, &out, &len);
+    if (r == PMD_OK && type == FRAME_TEXT && !utf8_valid(out, len))
+        r = PMD_BAD;
+    if (r == PMD_OK)
+        deliver(w, type, out, len);
+    pmd_trim(); /* a bomb's buffer goes back at once, too */
     if (r == PMD_NOMEM)
         return w->failed = 1, -1;
     if (r != PMD_OK)
         return fail(w, r == PMD_TOO_BIG ? 1009 : 1007);
-    if (type == FRAME_TEXT && !utf8_valid(out, len))
-        return fail(w, 1007);
-    deliver(w, type, out, len);
-    pmd_trim();
     return 1;
 }
 
@@ -616,10 +617,12 @@ int ws_send(struct ws_conn *w, enum ws_msg_type type, const uint8_t *data, size_
     size_t zlen;
     struct pmd_params pp = { w->pmd_bits };
     if (w->pmd_bits && len > 0 && len >= pc->min_size &&
-        pmd_deflate(pc, &pp, data, len, &z, &zlen) == PMD_OK)
-        send_frame(w, (int)type | FRAME_RSV1, z, zlen);
-    else
+        pmd_deflate(pc, &pp, data, len, &z, &zlen) == PMD_OK) {
+        send_frame(w, (int)type | FRAME_RSV1, z, zlen); /* copied into the socket's output */
+        pmd_trim();
+    } else {
         send_frame(w, type, data, len);
+    }
     stats_message(0, len);
     struct ws_tally *t = tally(w);
     if (t != NULL) {
