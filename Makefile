@@ -99,7 +99,7 @@ bench: build/wsbench
 
 build/wsbench: $(wildcard scripts/wsbench/*.c) $(wildcard scripts/wsbench/*.h)
 	@mkdir -p build
-	$(CC) $(filter-out -MMD -MP,$(CFLAGS)) -pthread $(LDFLAGS) -o $@ $(filter %.c,$^) -lssl -lcrypto
+	$(CC) $(filter-out -MMD -MP,$(CFLAGS)) -pthread $(LDFLAGS) -o $@ $(filter %.c,$^) -lssl -lcrypto -lz
 
 # libFuzzer harnesses (t/fuzz/): clang with the server's own objects, not
 # needed by `make test`. `make fuzz` installs clang if missing, builds the

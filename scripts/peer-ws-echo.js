@@ -3,6 +3,9 @@
 // node-ws), echoing every message with its type. Usage:
 //   node scripts/peer-ws-echo.js PORT [HOST [CERT KEY]]
 // With CERT and KEY (PEM files) it serves wss:// through Node's https.
+// PEER_DEFLATE=1 in the environment turns permessage-deflate on, as
+// scripts/bench --deflate sets wsechod: no context takeover either way,
+// zlib level 1, messages under 64 bytes sent plain.
 // Prints "listening" on stdout once the socket is open.
 let ws;
 try {
@@ -24,7 +27,10 @@ const tls = cert && key
 const wss = new ws.WebSocketServer({
   ...(tls ? { server: tls } : { host, port }),
   backlog: 511,              // as wsechod's listen_backlog default
-  perMessageDeflate: false,  // wsechod does not compress either
+  perMessageDeflate: process.env.PEER_DEFLATE === '1'
+    ? { serverNoContextTakeover: true, clientNoContextTakeover: true, threshold: 64,
+        zlibDeflateOptions: { level: 1 } }
+    : false,                 // as wsechod's default
   clientTracking: false,
   maxPayload: 16 * 1024 * 1024, // as wsechod's max_message_size default
 });

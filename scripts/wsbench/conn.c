@@ -95,7 +95,7 @@ static void ensure_out(struct conn *c)
 {
     if (c->out)
         return;
-    size_t fs = frame_hdr_len(O.size) + O.size;
+    size_t fs = payload_frame_len();
     size_t cap = fs * (size_t)O.inflight;
     if (cap > OUT_CAP_MAX)
         cap = OUT_CAP_MAX;
@@ -163,7 +163,7 @@ void fill_and_send(struct conn *c, uint64_t max, uint64_t now)
     ensure_out(c);
     if (c->out_len > c->out_off && flush_out(c) <= 0)
         return;
-    size_t fs = frame_hdr_len(O.size) + O.size;
+    size_t fs = payload_frame_len();
     uint32_t len = 0;
     uint64_t n = 0;
     while (c->inflight < (uint32_t)O.inflight && n < max && len + fs <= c->out_cap) {

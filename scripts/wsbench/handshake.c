@@ -45,8 +45,10 @@ int hs_request(char *buf, size_t cap, const char *key)
     return snprintf(buf, cap,
                     "GET %s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\n"
                     "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
-                    "Sec-WebSocket-Version: 13\r\n\r\n",
-                    O.path, O.hosthdr, key);
+                    "Sec-WebSocket-Version: 13\r\n%s\r\n",
+                    O.path, O.hosthdr, key,
+                    O.deflate ? "Sec-WebSocket-Extensions: permessage-deflate; "
+                                "client_no_context_takeover; server_no_context_takeover\r\n" : "");
 }
 
 int hs_feed(struct hsbuf *hs, const uint8_t *p, size_t n, size_t *extra_off)

@@ -4,6 +4,7 @@
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "options.h"
@@ -47,6 +48,14 @@ static int verify(struct conn *c, const uint8_t *d, size_t k, uint64_t off)
 static int message_done(struct conn *c, uint64_t now)
 {
     struct thr *t = c->t;
+    if (c->msg_z) {
+        if (!payload_inflated_ok(c->zbuf, c->zlen))
+            return mismatch(c, "compressed echo (%u bytes) does not inflate to what was sent",
+                            c->zlen);
+        c->msg_off = O.size;
+        c->zlen = 0;
+        c->msg_z = 0;
+    }
     if (c->msg_off != O.size)
         return mismatch(c, "message of %" PRIu64 " bytes, sent %zu", c->msg_off, O.size);
     if (c->inflight == 0)
@@ -160,10 +169,13 @@ static int start_frame(struct conn *c, uint64_t now)
     uint8_t b0 = c->fh[0], b1 = c->fh[1];
     if (b1 & 0x80)
         return proto_error(c, "masked frame");
-    if (b0 & 0x70)
+    int rsv1 = O.deflate && (b0 & 0x40) && ((b0 & 15) == 1 || (b0 & 15) == 2);
+    if ((b0 & 0x70) && !rsv1)
         return proto_error(c, "RSV bits set");
     c->f_fin = b0 >> 7;
     c->f_op = b0 & 15;
+    if (c->f_op == 1 || c->f_op == 2)
+        c->msg_z = (uint8_t)rsv1;
     c->f_len = header_payload_len(c->fh);
     c->f_off = 0;
     c->ctrl_len = 0;
@@ -171,7 +183,7 @@ static int start_frame(struct conn *c, uint64_t now)
         return WS_KILL;
     /* Checked on the header, before buffering: a server gone wrong must not
      * make us read gigabytes to find out. */
-    if (c->f_op < 8 && c->msg_off + c->f_len > O.size)
+    if (c->f_op < 8 && c->msg_off + c->f_len > O.size + (c->msg_z ? O.size / 8 + 1024 : 0))
         return mismatch(c, "message longer than %zu bytes", O.size);
     c->in_payload = 1;
     return c->f_len == 0 ? frame_done(c, now) : WS_OK;
@@ -179,10 +191,32 @@ static int start_frame(struct conn *c, uint64_t now)
 
 /* Data is verified as it streams in and never stored: a message may be
  * up to 64 MiB and many are in flight. */
+/* --deflate: a compressed echo is kept whole (it is checked inflated); a
+ * plain one is compared as it streams. */
+static int take_deflate(struct conn *c, const uint8_t *p, size_t k)
+{
+    if (!c->msg_z)
+        return memcmp(p, payload_text() + c->msg_off, k) == 0 ? WS_OK
+               : mismatch(c, "plain echo differs near byte %" PRIu64, c->msg_off);
+    if (c->zlen + k > c->zcap) {
+        uint32_t cap = c->zcap ? c->zcap * 2 : 4096;
+        while (cap < c->zlen + k)
+            cap *= 2;
+        uint8_t *b = realloc(c->zbuf, cap);
+        if (b == NULL)
+            return mismatch(c, "out of memory for a compressed echo");
+        c->zbuf = b;
+        c->zcap = cap;
+    }
+    memcpy(c->zbuf + c->zlen, p, k);
+    c->zlen += (uint32_t)k;
+    return WS_OK;
+}
+
 static int take_payload(struct conn *c, const uint8_t *p, size_t k)
 {
     if (c->f_op < 8) {
-        if (verify(c, p, k, c->msg_off) != WS_OK)
+        if ((O.deflate ? take_deflate(c, p, k) : verify(c, p, k, c->msg_off)) != WS_OK)
             return WS_KILL;
         c->msg_off += k;
     } else {

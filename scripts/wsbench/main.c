@@ -27,6 +27,7 @@
 
 #include "modes.h"
 #include "options.h"
+#include "payload.h"
 #include "report.h"
 #include "thread.h"
 #include "tls.h"
@@ -72,6 +73,10 @@ int main(int argc, char **argv)
     signal(SIGTERM, on_signal);
     if (O.tls)
         tls_init();
+    if (O.deflate && payload_deflate_init() < 0) {
+        fprintf(stderr, "wsbench: cannot compress the --deflate message\n");
+        return 1;
+    }
     threads_init();
     run_prepare(&r);
     run_modes(&r);

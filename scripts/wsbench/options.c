@@ -55,6 +55,9 @@ static void usage(FILE *f)
 "  -d, --duration SEC    measured time (default 10); idle mode: hold time\n"
 "  -w, --warmup SEC      warm-up before measuring, excluded (default 2)\n"
 "  -t, --text            send text messages (default binary)\n"
+"      --deflate         offer permessage-deflate (no context takeover either way) and send\n"
+"                        one JSON-like text of --size, compressed once; echoes are checked\n"
+"                        whole, inflated when the server compressed them\n"
 "  -j, --threads N       client threads, each with its own epoll (default 1)\n"
 "  -m, --mode MODE       echo | connrate | idle\n"
 "  -P, --server-pid PID  server pid: CPU and RSS of it and its descendants\n"
@@ -168,7 +171,7 @@ static void parse_url(const char *url)
 
 enum {
     OPT_SOURCES = 1000, OPT_MAXPEND, OPT_CTO, OPT_HSTO, OPT_DRAIN, OPT_POKE, OPT_SETTLE,
-    OPT_SNI, OPT_TLS12, OPT_TLS13, OPT_RESUME
+    OPT_SNI, OPT_TLS12, OPT_TLS13, OPT_RESUME, OPT_DEFLATE
 };
 
 /* The TLS options; 0 if o is not one of them. */
@@ -185,6 +188,7 @@ static int apply_tls_option(int o, const char *arg)
     case OPT_TLS12: O.tls_ver = O.tls_ver == 13 ? -1 : 12; return 1;
     case OPT_TLS13: O.tls_ver = O.tls_ver == 12 ? -1 : 13; return 1;
     case OPT_RESUME: O.tls_resume = 1; return 1;
+    case OPT_DEFLATE: O.deflate = 1; O.text = 1; return 1;
     default: return 0;
     }
 }
@@ -244,7 +248,7 @@ int options_parse(int argc, char **argv)
         {"connect-timeout", 1, 0, OPT_CTO}, {"hs-timeout", 1, 0, OPT_HSTO},
         {"drain", 1, 0, OPT_DRAIN}, {"poke", 1, 0, OPT_POKE}, {"settle", 1, 0, OPT_SETTLE},
         {"sni", 1, 0, OPT_SNI}, {"tls12", 0, 0, OPT_TLS12}, {"tls13", 0, 0, OPT_TLS13},
-        {"tls-resume", 0, 0, OPT_RESUME},
+        {"tls-resume", 0, 0, OPT_RESUME}, {"deflate", 0, 0, OPT_DEFLATE},
         {"quiet", 0, 0, 'q'}, {"help", 0, 0, 'h'}, {0, 0, 0, 0},
     };
     int o;

@@ -36,6 +36,7 @@ struct options {
     long poke; /* idle mode: connections poked afterwards; -1 = all */
     int spread; /* bind sources over 127/8 */
     int tls, tls_resume, tls_ver; /* wss://; --tls-resume; 12/13 pinned, 0 = any */
+    int deflate; /* --deflate: permessage-deflate, one compressible JSON text for all */
     char sni[256];
 };
 

@@ -1,6 +1,8 @@
 #include "payload.h"
 
+#include <stdlib.h>
 #include <string.h>
+#include <zlib.h>
 
 #include "options.h"
 #include "util.h"
@@ -94,8 +96,82 @@ void payload_pattern(uint8_t *pat, uint64_t seed)
     }
 }
 
+/* --deflate: the one message, plain and compressed. */
+static struct {
+    uint8_t *text, *z;
+    size_t zlen;
+} D;
+
+int payload_deflate_init(void)
+{
+    static const char rec[] = "{\"user\":12345,\"action\":\"purchase\",\"items\":[{\"id\":\"A1\","
+                              "\"name\":\"mouse\",\"price\":25.99},{\"id\":\"B2\",\"name\":"
+                              "\"keyboard\",\"price\":89.99}],\"status\":\"approved\"},";
+    z_stream zs = { 0 };
+    D.text = malloc(O.size ? O.size : 1);
+    D.z = malloc(O.size + O.size / 8 + 1024);
+    if (D.text == NULL || D.z == NULL ||
+        deflateInit2(&zs, 6, Z_DEFLATED, -15, 8, Z_DEFAULT_STRATEGY) != Z_OK)
+        return -1;
+    for (size_t i = 0; i < O.size; i++)
+        D.text[i] = (uint8_t)rec[i % (sizeof(rec) - 1)];
+    zs.next_in = D.text;
+    zs.avail_in = (uInt)O.size;
+    zs.next_out = D.z;
+    zs.avail_out = (uInt)(O.size + O.size / 8 + 1024);
+    int r = deflate(&zs, Z_SYNC_FLUSH);
+    D.zlen = (O.size + O.size / 8 + 1024) - zs.avail_out;
+    deflateEnd(&zs);
+    if (r != Z_OK || D.zlen < 4)
+        return -1;
+    D.zlen -= 4; /* RFC 7692 7.2.1: the empty block's tail goes */
+    return 0;
+}
+
+const uint8_t *payload_text(void)
+{
+    return D.text;
+}
+
+int payload_inflated_ok(const uint8_t *z, size_t n)
+{
+    static _Thread_local z_stream zs;
+    static _Thread_local int ready;
+    static _Thread_local uint8_t *out;
+    static const uint8_t tail[4] = { 0, 0, 0xff, 0xff };
+    if (!ready && (inflateInit2(&zs, -15) != Z_OK || (out = malloc(O.size + 1)) == NULL))
+        return 0;
+    ready = 1;
+    inflateReset(&zs);
+    zs.next_out = out;
+    zs.avail_out = (uInt)O.size + 1;
+    zs.next_in = (Bytef *)(uintptr_t)z;
+    zs.avail_in = (uInt)n;
+    int r = inflate(&zs, Z_SYNC_FLUSH);
+    if (r == Z_OK || r == Z_BUF_ERROR) {
+        zs.next_in = (Bytef *)(uintptr_t)tail;
+        zs.avail_in = 4;
+        r = inflate(&zs, Z_SYNC_FLUSH);
+    }
+    size_t got = O.size + 1 - zs.avail_out;
+    return (r == Z_OK || r == Z_BUF_ERROR || r == Z_STREAM_END) && got == O.size &&
+           memcmp(out, D.text, O.size) == 0;
+}
+
+size_t payload_frame_len(void)
+{
+    return O.deflate ? frame_hdr_len(D.zlen) + D.zlen : frame_hdr_len(O.size) + O.size;
+}
+
 size_t payload_build(uint8_t *d, uint32_t id, uint64_t seq, const uint8_t *pat, uint64_t *rng)
 {
+    if (O.deflate) {
+        uint8_t mz[4];
+        size_t hz = put_frame_hdr(d, 0x40 | 1, D.zlen, rng, mz);
+        memcpy(d + hz, D.z, D.zlen);
+        mask_xor(d + hz, D.zlen, mz);
+        return hz + D.zlen;
+    }
     uint8_t mk[4];
     size_t h = put_frame_hdr(d, O.text ? 1 : 2, O.size, rng, mk);
     uint8_t *p = d + h;

@@ -21,6 +21,13 @@
  *   payload_verify()     checks k echoed bytes that sit at offset off of
  *                        message (id, seq); 0 if they match, else -1 with
  *                        the first differing byte in *diff.
+ *
+ *   With --deflate every message is instead one JSON-like text of O.size
+ *   bytes, compressed once (payload_deflate_init, before the threads start;
+ *   zlib level 6, no context takeover), sent with RSV1; an echo is
+ *   compared whole: payload_text() for a plain one, payload_inflated_ok()
+ *   for a compressed one (a per-thread inflater). payload_frame_len() is
+ *   what one message takes on the wire either way.
  */
 #ifndef WSBENCH_PAYLOAD_H
 #define WSBENCH_PAYLOAD_H
@@ -39,6 +46,10 @@ void mask_xor(uint8_t *p, size_t n, const uint8_t mk[4]);
 size_t payload_pattern_len(void);
 void payload_pattern(uint8_t *pat, uint64_t seed);
 size_t payload_build(uint8_t *d, uint32_t id, uint64_t seq, const uint8_t *pat, uint64_t *rng);
+size_t payload_frame_len(void);
+int payload_deflate_init(void);
+const uint8_t *payload_text(void);
+int payload_inflated_ok(const uint8_t *z, size_t n);
 int payload_verify(const uint8_t *d, size_t k, uint64_t off, uint32_t id, uint64_t seq,
                    const uint8_t *pat, struct payload_diff *diff);
 

@@ -60,6 +60,9 @@ struct conn {
     uint64_t f_len, f_off, msg_off;
     uint8_t fh[14];
     uint8_t ctrl[125];
+    uint8_t msg_z;              /* --deflate: the message coming in is compressed */
+    uint8_t *zbuf;              /* its bytes so far (zlen of zcap) */
+    uint32_t zlen, zcap;
 };
 
 struct thr {
