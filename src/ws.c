@@ -62,7 +62,7 @@ struct ws_tally {
     uint64_t start_ms;      /* wall clock */
     uint64_t msgs_in, msgs_out, bytes_in, bytes_out;
     uint32_t hops;          /* handoffs so far */
-    char *target;           /* "path?query", NUL, the subprotocol ("" if none) */
+    char *target;           /* its strings: target, subprotocol, peer (tally_set) */
 };
 
 struct ws_logged {
@@ -473,28 +473,57 @@ unsigned ws_shed(struct ws_conn *w)
 
 /* ---- Lifetime ----------------------------------------------------------- */
 
-/* "path?query", NUL, subprotocol, NUL, from the request (empty when it
- * comes from a handoff: ws_tally_adopt fills it then). */
-static int tally_open(struct ws_tally *t, const struct ws_request *req)
+/* The record's strings, one block: "path?query", subprotocol ("" if
+ * none), peer ("1.2.3.4:5"), each NUL-terminated. The peer is taken while
+ * the connection is there to ask: once the client has reset it, the kernel
+ * no longer says who it was. */
+#define TALLY_STRINGS 3
+
+static const char *tally_str(const char *block, int k)
 {
-    size_t pl = req ? req->path_len : 0, ql = req ? req->query_len : 0;
-    size_t sl = req && req->subprotocol ? strlen(req->subprotocol) : 0;
-    char *p = malloc(pl + 1 + ql + 1 + sl + 1);
+    while (k-- > 0)
+        block += strlen(block) + 1;
+    return block;
+}
+
+static size_t tally_block_len(const char *block)
+{
+    const char *end = tally_str(block, TALLY_STRINGS);
+    return (size_t)(end - block);
+}
+
+static int tally_set(struct ws_tally *t, const char *path, size_t pl, const char *query, size_t ql,
+                     const char *proto, const char *peer)
+{
+    size_t sl = strlen(proto), el = strlen(peer);
+    char *p = malloc(pl + 1 + ql + 1 + sl + 1 + el + 1);
     if (p == NULL)
         return -1;
-    t->start_ms = stats_wall_ms();
+    free(t->target);
     t->target = p;
-    memcpy(p, req ? req->path : "", pl);
+    memcpy(p, path, pl);
     p += pl;
     if (ql) {
         *p++ = '?';
-        memcpy(p, req->query, ql);
+        memcpy(p, query, ql);
         p += ql;
     }
     *p++ = '\0';
-    memcpy(p, sl ? req->subprotocol : "", sl);
-    p[sl] = '\0';
+    memcpy(p, proto, sl + 1);
+    memcpy(p + sl + 1, peer, el + 1);
     return 0;
+}
+
+/* From the request; empty for a handed-over connection (ws_tally_adopt
+ * fills it then). */
+static int tally_open(struct ws_tally *t, const struct ws_request *req)
+{
+    t->start_ms = stats_wall_ms();
+    t->target = NULL;
+    if (req == NULL)
+        return tally_set(t, "", 0, NULL, 0, "", "");
+    return tally_set(t, req->path, req->path_len, req->query, req->query_len,
+                     req->subprotocol ? req->subprotocol : "", req->peer ? req->peer : "?");
 }
 
 struct ws_conn *ws_open(struct sock *s, const struct config_route *route,
@@ -542,16 +571,15 @@ static void log_end(struct ws_conn *w, enum stats_by by)
 {
     static const char *const names[BY_N] = { "client", "server", "timeout", "reset" };
     struct ws_tally *t = tally(w);
-    char peer[64];
     struct alog_ws r = {
         .start_ms = t->start_ms, .end_ms = stats_wall_ms(),
-        .peer = sock_peer_name(w->s, peer, sizeof(peer)), .target = t->target,
+        .peer = tally_str(t->target, 2), .target = t->target,
         .msgs_in = t->msgs_in, .msgs_out = t->msgs_out,
         .bytes_in = t->bytes_in, .bytes_out = t->bytes_out,
         .code_sent = w->closing ? w->close_sent : 0, .code_received = w->close_received,
         .closed_by = names[by], .handoffs = t->hops,
     };
-    const char *proto = t->target + strlen(t->target) + 1;
+    const char *proto = tally_str(t->target, 1);
     r.subprotocol = *proto ? proto : NULL;
     tcp_bytes(w->s->io.fd, &r.wire_in, &r.wire_out);
     alog_ws(&r);
@@ -659,15 +687,24 @@ void ws_set_started(struct ws_conn *w, uint32_t started)
 size_t ws_tally_export(struct ws_conn *w, uint8_t *buf, size_t cap)
 {
     struct ws_tally *t = tally(w);
-    size_t tl = t ? strlen(t->target) + 1 : 0, sl = t ? strlen(t->target + tl) + 1 : 0;
-    if (t == NULL || TALLY_FIXED + tl + sl > cap)
+    size_t bl = t ? tally_block_len(t->target) : 0;
+    if (t == NULL || TALLY_FIXED + bl > cap)
         return 0;
     uint64_t v[5] = { t->start_ms, t->msgs_in, t->msgs_out, t->bytes_in, t->bytes_out };
     uint32_t hops = t->hops + 1;
     memcpy(buf, v, sizeof(v));
     memcpy(buf + sizeof(v), &hops, sizeof(hops));
-    memcpy(buf + TALLY_FIXED, t->target, tl + sl);
-    return TALLY_FIXED + tl + sl;
+    memcpy(buf + TALLY_FIXED, t->target, bl);
+    return TALLY_FIXED + bl;
+}
+
+/* The block holds exactly TALLY_STRINGS NUL-terminated strings. */
+static int tally_block_ok(const char *s, size_t n)
+{
+    int k = 0;
+    for (size_t i = 0; i < n; i++)
+        k += s[i] == '\0';
+    return n > 0 && s[n - 1] == '\0' && k == TALLY_STRINGS;
 }
 
 void ws_tally_adopt(struct ws_conn *w, const uint8_t *buf, size_t len, const char *path,
@@ -676,27 +713,26 @@ void ws_tally_adopt(struct ws_conn *w, const uint8_t *buf, size_t len, const cha
     struct ws_tally *t = tally(w);
     const char *s = (const char *)buf + TALLY_FIXED;
     size_t rest = len > TALLY_FIXED ? len - TALLY_FIXED : 0;
-    /* A record that does not hold two strings is not one: start afresh. */
-    int whole = rest > 0 && memchr(s, '\0', rest) != NULL &&
-                memchr(s + strlen(s) + 1, '\0', rest - strlen(s) - 1) != NULL;
-    char *target = whole ? malloc(rest) : malloc(path_len + 2);
-    if (t == NULL || target == NULL) {
-        free(target);
+    char peer[64];
+    if (t == NULL)
+        return;
+    if (!tally_block_ok(s, rest)) {
+        /* None came (the old worker kept no log), or not one we read:
+         * the record starts here, the peer asked now. */
+        tally_set(t, path, path_len, NULL, 0, "", sock_peer_name(w->s, peer, sizeof(peer)));
         return;
     }
-    if (whole) {
-        uint64_t v[5];
-        memcpy(v, buf, sizeof(v));
-        memcpy(&t->hops, buf + sizeof(v), sizeof(t->hops));
-        t->start_ms = v[0], t->msgs_in = v[1], t->msgs_out = v[2];
-        t->bytes_in = v[3], t->bytes_out = v[4];
-        memcpy(target, s, rest);
-    } else {
-        memcpy(target, path, path_len);
-        target[path_len] = target[path_len + 1] = '\0';
-    }
+    char *block = malloc(rest);
+    if (block == NULL)
+        return;
+    uint64_t v[5];
+    memcpy(v, buf, sizeof(v));
+    memcpy(&t->hops, buf + sizeof(v), sizeof(t->hops));
+    t->start_ms = v[0], t->msgs_in = v[1], t->msgs_out = v[2];
+    t->bytes_in = v[3], t->bytes_out = v[4];
+    memcpy(block, s, rest);
     free(t->target);
-    t->target = target;
+    t->target = block;
 }
 
 void ws_set_pmd(struct ws_conn *w, uint8_t server_bits)

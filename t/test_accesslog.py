@@ -6,6 +6,8 @@ import json
 import os
 import re
 import signal
+import socket
+import struct
 import time
 
 import pytest
@@ -91,7 +93,8 @@ def test_json_lines_and_who_closed(logged):
     assert idle.echo(b"hi") == b"hi"
     reset = RawWS(srv.port)
     assert reset.echo(b"x") == b"x"
-    reset.abort()                                           # no close frame at all
+    reset.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    reset.abort()                          # an RST, no close frame: the peer is still named
     srv_closed = RawWS(srv.port)
     srv_closed.send_frame(1, b"\xff")                       # invalid UTF-8: we close 1007
     assert srv_closed.recv_close()[0] == 1007
@@ -112,6 +115,7 @@ def test_json_lines_and_who_closed(logged):
                           "wire_bytes_in", "wire_bytes_out", "close_sent", "close_received",
                           "closed_by", "handoffs"}
         assert l["subprotocol"] is None and isinstance(l["duration_ms"], int)
+        assert l["client"].startswith("127.0.0.1:") and not l["client"].endswith(":0"), l
 
 
 def test_a_handed_over_connection_is_one_line_with_its_whole_life(logged):

@@ -234,3 +234,41 @@ def test_more_window_sizes_than_the_worker_keeps_deflaters_for(server_factory):
             rsv1, got = ws.echo_z(body)
             assert rsv1 and got == body, (rounds, bits)
             ws.close()
+
+
+CHROMIUM = shutil.which("chromium")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium")
+def test_chromium_talks_permessage_deflate(server_factory, tmp_path):
+    """A real browser offers permessage-deflate its own way (with
+    client_max_window_bits); our answer, with client_no_context_takeover it
+    did not offer, must suit it, and its compressed frames must inflate."""
+    from conftest import pick_free_port
+    from test_status import get, scrape, val
+    sport = pick_free_port()
+    srv = server_factory(workers=1, permessage_deflate=PMD, status={"listen": f"127.0.0.1:{sport}"})
+    page = tmp_path / "page.html"
+    page.write_text("""<!DOCTYPE html><html><body><pre id="out">pending</pre><script>
+const msg = JSON.stringify(Array.from({length: 2000}, (_, i) => ({id: i, name: 'item ' + i})));
+const ws = new WebSocket('ws://127.0.0.1:%d/echo');
+let n = 0;
+ws.onopen = () => ws.send(msg);
+ws.onmessage = (e) => {
+  if (e.data !== msg) { document.getElementById('out').textContent = 'mismatch'; return; }
+  if (++n < 5) { ws.send(msg); return; }
+  document.getElementById('out').textContent = 'ok ' + n + ' ' + ws.extensions + ' ' + msg.length;
+  ws.close();
+};
+ws.onerror = () => { document.getElementById('out').textContent = 'error'; };
+</script></body></html>""" % srv.port)
+    r = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                        f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=8000",
+                        "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=60)
+    assert "ok 5 permessage-deflate" in r.stdout, (r.stdout[-1500:], r.stderr[-1500:])
+    assert "client_no_context_takeover" in r.stdout
+    m = scrape(sport)
+    payload = val(m, "wsechod_payload_bytes_total", direction="out")
+    wire = val(m, "wsechod_wire_bytes_total", direction="out")
+    assert payload >= 5 * 50_000 and wire < payload / 4, (payload, wire)   # sent compressed
+    assert get(sport, "/healthz").status == 200
