@@ -374,7 +374,7 @@ void http_req_check(const struct http_req *r, const char *buf,
     }
 }
 
-static const char *status_text(int status)
+const char *http_status_text(int status)
 {
     switch (status) {
     case 200: return "OK";
@@ -405,7 +405,7 @@ size_t http_error_response(int status, const char *reason, int head, char *out, 
                      "Content-Length: %zu\r\n"
                      "Connection: %s\r\n"
                      "%s\r\n%s%s",
-                     status, status_text(status), strlen(reason) + 1, conn, extra,
+                     status, http_status_text(status), strlen(reason) + 1, conn, extra,
                      head ? "" : reason, head ? "" : "\n");
     return n < 0 ? 0 : (size_t)n >= cap ? cap - 1 : (size_t)n;
 }

@@ -107,6 +107,9 @@ int http_req_path_is(const struct http_req *r, const char *buf, const char *path
 /* A HEAD request: its response carries no body. */
 int http_req_is_head(const struct http_req *r);
 
+/* The reason phrase for the statuses we answer with ("Internal Server
+ * Error" for any other). */
+const char *http_status_text(int status);
 /* Write a complete response into out[0..cap) and return its length; with
  * head set, the headers only. */
 size_t http_error_response(int status, const char *reason, int head, char *out, size_t cap);

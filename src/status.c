@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "ev.h"
+#include "http.h"
 #include "log.h"
 #include "proctitle.h"
 #include "sbuf.h"
@@ -66,12 +67,9 @@ static void sconn_close(struct sconn *c)
 
 static void respond(struct sconn *c, int status, const char *type, struct sbuf *body, int head)
 {
-    const char *text = status == 200 ? "OK" : status == 404 ? "Not Found"
-                     : status == 405 ? "Method Not Allowed" : status == 431
-                     ? "Request Header Fields Too Large" : status == 503 ? "Service Unavailable"
-                     : status == 400 ? "Bad Request" : "Internal Server Error";
     if (body->failed)
-        status = 500, text = "Internal Server Error", body->len = 0;
+        status = 500, body->len = 0;
+    const char *text = http_status_text(status);
     sbuf_printf(&c->out, "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
                 "Cache-Control: no-store\r\nConnection: close\r\n%s\r\n", status, text, type,
                 body->len, status == 405 ? "Allow: GET, HEAD\r\n" : "");

@@ -18,8 +18,8 @@ static const char *const code_name[CC_N] = {
 };
 static const char *const by_name[BY_N] = { "client", "server", "timeout", "reset" };
 static const char *const exit_name[EXIT_N] = { "normal", "error", "signal" };
-static const char *const slot_state[] = { "free", "starting", "serving", "draining" };
-static const char *const gen_state[] = { "starting", "serving", "draining" };
+const char *const status_slot_state[4] = { "free", "starting", "serving", "draining" };
+const char *const status_gen_state[3] = { "starting", "serving", "draining" };
 static const char *const size_le[STATS_SIZE_BUCKETS] = {
     "64", "256", "1024", "4096", "16384", "65536", "262144", "1048576", "16777216", "+Inf",
 };
@@ -75,7 +75,7 @@ static void per_worker(struct sbuf *b)
         if (st != SLOT_FREE && s->pid > 0)
             sbuf_printf(b, "wsechod_connections_open{slot=\"%u\",generation=\"%u\",pid=\"%d\","
                         "state=\"%s\"} %lld\n", s->slot, s->generation, (int)s->pid,
-                        slot_state[st], (long long)STATS_GET(s->open));
+                        status_slot_state[st], (long long)STATS_GET(s->open));
     }
     head(b, "resident_memory_bytes", "gauge", "Resident memory of each process.");
     sbuf_printf(b, "wsechod_resident_memory_bytes{process=\"master\",pid=\"%d\"} %llu\n",
@@ -152,7 +152,7 @@ static void master_part(struct sbuf *b)
         if (stats->gens[i].id != 0 && stats->gens[i].state < 3)
             n[stats->gens[i].state]++;
     for (unsigned i = 0; i < 3; i++)
-        sbuf_printf(b, "wsechod_generations{state=\"%s\"} %u\n", gen_state[i], n[i]);
+        sbuf_printf(b, "wsechod_generations{state=\"%s\"} %u\n", status_gen_state[i], n[i]);
     head(b, "start_time_seconds", "gauge", "When the master started (Unix time).");
     sbuf_printf(b, "wsechod_start_time_seconds %.3f\n", stats->master_started_ms / 1000.0);
     head(b, "config_load_time_seconds", "gauge", "When the running configuration was loaded.");

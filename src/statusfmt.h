@@ -14,6 +14,9 @@ void status_metrics(struct sbuf *b);
  * it is not stopping and its current generation serves. */
 int  status_healthy(void);
 int  status_ready(void);
+/* Names of enum stats_slot_state and of struct stats_gen's state. */
+extern const char *const status_slot_state[4];
+extern const char *const status_gen_state[3];
 /* Resident bytes of a process of ours, 0 if it is gone. */
 uint64_t status_rss(pid_t pid);
 

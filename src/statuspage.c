@@ -10,8 +10,6 @@
 #include "stats.h"
 #include "statusfmt.h"
 
-static const char *const slot_state[] = { "free", "starting", "serving", "draining" };
-static const char *const gen_state[] = { "starting", "serving", "draining" };
 
 static void sample_one(struct status_series *r, const struct stats_slot *s)
 {
@@ -66,7 +64,7 @@ static void workers_json(struct sbuf *b, const struct status_series *series)
                     "\"started\":%.3f,\"connections\":%lld,\"messages_in\":%llu,"
                     "\"messages_out\":%llu,\"wire_bytes_in\":%llu,\"wire_bytes_out\":%llu,"
                     "\"rss\":%llu,\"sample_seconds\":%u,",
-                    first ? "" : ",", s->slot, s->generation, (int)s->pid, slot_state[st],
+                    first ? "" : ",", s->slot, s->generation, (int)s->pid, status_slot_state[st],
                     s->started_ms / 1000.0, (long long)STATS_GET(s->open),
                     (unsigned long long)STATS_GET(c->msgs_in),
                     (unsigned long long)STATS_GET(c->msgs_out),
@@ -99,7 +97,7 @@ static void master_json(struct sbuf *b)
         if (g->id == 0 || g->state > 2)
             continue;
         sbuf_printf(b, "%s{\"id\":%u,\"state\":\"%s\",\"workers\":%u,\"started\":%.3f}",
-                    first ? "" : ",", g->id, gen_state[g->state], g->workers,
+                    first ? "" : ",", g->id, status_gen_state[g->state], g->workers,
                     g->started_ms / 1000.0);
         first = 0;
     }

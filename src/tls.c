@@ -39,7 +39,6 @@ static struct {
     struct ticket_key key[2];   /* [0] encrypts; [1], the one before, still decrypts */
 } K;
 
-static unsigned long failed;
 static int backend_index = -1;
 /* OpenSSL wrote, or tried to, since the BIO was last bound (bound). */
 static int bio_wrote;
@@ -319,7 +318,6 @@ static void refuse_plaintext(struct sock *s)
 static void handshake_failed(struct sock *s, const char *why)
 {
     char peer[64];
-    failed++;
     STATS_ADD(stats_me->c.tls_failed, 1);
     log_info("TLS handshake from %s failed: %s", sock_peer_name(s, peer, sizeof(peer)), why);
 }
@@ -528,5 +526,5 @@ int tls_accept(struct sock *s, const struct config_tls *t)
 
 unsigned long tls_failed_handshakes(void)
 {
-    return failed;
+    return (unsigned long)STATS_GET(stats_me->c.tls_failed);
 }

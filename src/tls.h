@@ -43,7 +43,7 @@ void tls_tickets_adopt(int fd);
 /* The lists a listener without `ciphers` / `ciphersuites` gets. */
 const char *tls_default_ciphers(void);
 const char *tls_default_ciphersuites(void);
-/* Handshakes that failed in this process so far. */
+/* Handshakes that failed in this process so far (its stats.h slot's count). */
 unsigned long tls_failed_handshakes(void);
 
 #endif
