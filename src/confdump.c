@@ -214,9 +214,12 @@ static void put_pmd(FILE *out, const struct config_pmd *p)
 {
     fprintf(out, "permessage_deflate:\n  enabled: %s\n  server_max_window_bits: %u\n"
             "  client_max_window_bits: %u\n  server_no_context_takeover: %s\n"
-            "  compression_level: %u\n  mem_level: %u\n", p->enabled ? "on" : "off",
-            p->server_max_window_bits, p->client_max_window_bits,
-            p->server_no_context_takeover ? "on" : "off", p->compression_level, p->mem_level);
+            "  client_no_context_takeover: %s\n  compression_level: %u\n  mem_level: %u\n",
+            p->enabled ? "on" : "off", p->server_max_window_bits, p->client_max_window_bits,
+            p->server_no_context_takeover ? "on" : "off",
+            p->client_no_context_takeover ? "on" : "off", p->compression_level, p->mem_level);
+    fputs("  ", out);
+    key_size(out, "server_history", p->server_history);
     fputs("  ", out);
     key_size(out, "min_size", p->min_size);
 }

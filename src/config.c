@@ -333,7 +333,10 @@ static int defaults(struct config *cf)
     cf->reload_handoff = 1;
     cf->upgrade_timeout_ms = 30000;
     cf->ticket_rotation_ms = 3600000;
-    cf->pmd = (struct config_pmd){ 0, 15, 15, 1, 1, 8, 64 };
+    cf->pmd = (struct config_pmd){ .server_max_window_bits = 15, .client_max_window_bits = 15,
+                                   .server_no_context_takeover = 1,
+                                   .client_no_context_takeover = 1, .server_history = 8192,
+                                   .compression_level = 1, .mem_level = 8, .min_size = 64 };
     cf->uid = getuid();
     cf->gid = getgid();
     cf->listen = calloc(1, sizeof(*cf->listen));

@@ -39,6 +39,8 @@ struct config_pmd {
     unsigned server_max_window_bits;    /* 9..15: our compressor's window */
     unsigned client_max_window_bits;    /* 9..15: asked of a client that offers it */
     int server_no_context_takeover;
+    int client_no_context_takeover;
+    size_t server_history;              /* with our context kept: how far back we refer */
     unsigned compression_level;         /* 0..9 */
     unsigned mem_level;                 /* 1..9 */
     size_t min_size;                    /* shorter messages go uncompressed */

@@ -9,6 +9,8 @@ static const struct key pmd_keys[] = {
     { "server_max_window_bits",     conf_uint,   POFF(server_max_window_bits), 9, 15 },
     { "client_max_window_bits",     conf_uint,   POFF(client_max_window_bits), 9, 15 },
     { "server_no_context_takeover", conf_switch, POFF(server_no_context_takeover), 0, 0 },
+    { "client_no_context_takeover", conf_switch, POFF(client_no_context_takeover), 0, 0 },
+    { "server_history",             conf_size,   POFF(server_history), 256, 32768 },
     { "compression_level",          conf_uint,   POFF(compression_level), 0, 9 },
     { "mem_level",                  conf_uint,   POFF(mem_level), 1, 9 },
     { "min_size",                   conf_size,   POFF(min_size), 0, 1 << 30 },
@@ -38,9 +40,6 @@ int conf_pmd(struct parse *p, yaml_node_t *n, struct config *cf, const struct ke
         yaml_node_t *vn = yaml_document_get_node(&p->doc, pr->value);
         if (pmd_keys[i].fn(p, vn, base, &pmd_keys[i]) < 0)
             return -1;
-        if (i == 3 && !cf->pmd.server_no_context_takeover)
-            return conf_fail(p, vn, "%s.server_no_context_takeover: off (a compressor kept per "
-                             "connection) is not supported yet", k->name);
     }
     return 0;
 }

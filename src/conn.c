@@ -296,7 +296,7 @@ static void upgrade(struct conn *c, const struct http_verdict *v, size_t end)
     STATS_ADD(stats_me->c.handshakes[HS_101], 1);
     struct ws_conn *ws = n ? ws_open(&c->s, v->route, &req, NULL, 0) : NULL;
     if (ws != NULL)
-        ws_set_pmd(ws, v->pmd.server_bits);
+        ws_set_pmd(ws, &v->pmd, NULL, 0); /* failing, it closes with 1011 */
     char *pending = http_in_take_rest(c->in, end, &rest);
     sock_set_input(&c->s, pending, rest); /* frames pipelined behind the request */
     http_end(c);
@@ -584,6 +584,8 @@ static uint32_t silent_ms(const struct conn *c)
 int conn_export(struct conn *c, struct handoff_conn *hc, uint8_t *state, size_t cap)
 {
     static uint8_t tally[HANDOFF_TALLY_MAX]; /* hc->tally: valid until the next export */
+    static uint8_t windows[PMD_CTX_MAX];     /* and the section of windows */
+    struct pmd_params pp;
     /* TLS connections stay where their keys are until they drain. */
     if (c->state != CONN_WS || c->queue == CONN_Q_CLOSING || !sock_plain(&c->s))
         return -1;
@@ -600,9 +602,13 @@ int conn_export(struct conn *c, struct handoff_conn *hc, uint8_t *state, size_t 
     hc->pending = (const char *)sock_input(&c->s);
     hc->pending_len = sock_avail(&c->s);
     hc->started = ws_started(c->ws);
-    hc->pmd_bits = ws_pmd(c->ws);
+    ws_pmd(c->ws, &pp);
+    hc->pmd = pmd_params_pack(&pp);
     hc->tally = tally;
     hc->tally_len = ws_tally_export(c->ws, tally, sizeof(tally));
+    hc->sec[0] = (struct handoff_section){ HANDOFF_SEC_PMD, windows,
+                                           ws_pmd_export(c->ws, windows, sizeof(windows)) };
+    hc->nsec = hc->sec[0].len > 0;
     return 0;
 }
 
@@ -647,6 +653,22 @@ void conn_close_with(struct conn *c, uint16_t code, const char *reason)
         linger_step(c);
 }
 
+/* What was agreed with the peer is kept, whatever our config says now;
+ * its windows (if it keeps context) came in their section. */
+static int adopt_pmd(struct ws_conn *ws, const struct handoff_conn *hc)
+{
+    struct pmd_params pp;
+    const struct handoff_section *win = NULL;
+    for (size_t i = 0; i < hc->nsec; i++)
+        if (hc->sec[i].type == HANDOFF_SEC_PMD)
+            win = &hc->sec[i];
+    if (pmd_params_unpack(hc->pmd, &pp) < 0) {
+        ws_close(ws, 1011, "compression state lost");
+        return -1;
+    }
+    return ws_set_pmd(ws, &pp, win ? win->p : (const uint8_t *)"", win ? win->len : 0);
+}
+
 int conn_start_ws(struct conn *c, const struct config_route *r, const struct handoff_conn *hc)
 {
     char *pending = hc->pending_len ? malloc(hc->pending_len) : NULL;
@@ -663,7 +685,8 @@ int conn_start_ws(struct conn *c, const struct config_route *r, const struct han
     }
     if (hc->started != 0)
         ws_set_started(c->ws, hc->started);
-    ws_set_pmd(c->ws, hc->pmd_bits); /* agreed with the peer: kept whatever our config says now */
+    if (adopt_pmd(c->ws, hc) < 0)
+        log_error("a handed-over WebSocket's compression state is not valid: closing it (1011)");
     ws_tally_adopt(c->ws, hc->tally, hc->tally_len, hc->path, hc->path_len);
     c->state = CONN_WS;
     keepalive_since(c, hc->silent_ms);

@@ -16,6 +16,19 @@
 #define HANDOFF_STATE_MAX 256   /* WS_STATE_MAX in module.h */
 #define HANDOFF_TALLY_MAX (HANDOFF_PATH_MAX + 512) /* the access log's record */
 
+/* State a layer adds when it has some, as typed sections: a receiver that
+ * meets a type it does not know refuses that connection rather than serve
+ * it wrongly. */
+enum { HANDOFF_SEC_PMD = 1 };   /* permessage-deflate's windows (pmd_ctx_export) */
+#define HANDOFF_SECS 4
+#define HANDOFF_SECS_MAX (2u << 16) /* all sections' bytes */
+
+struct handoff_section {
+    uint32_t type;
+    const uint8_t *p;
+    size_t len;
+};
+
 struct handoff_conn {
     int fd;
     uint32_t silent_ms;     /* since the peer was last heard from */
@@ -26,9 +39,11 @@ struct handoff_conn {
     const uint8_t *state;   /* the module's (module.h: export, on_adopt) */
     size_t state_len;
     uint32_t started;       /* when the WebSocket began (ws_clock); 0: not said */
-    uint8_t pmd_bits;       /* permessage-deflate agreed (our window bits), 0: none */
+    uint32_t pmd;           /* permessage-deflate agreed (pmd_params_pack), 0: none */
     const uint8_t *tally;   /* the access log's record (ws_tally_export), or none */
     size_t tally_len;
+    struct handoff_section sec[HANDOFF_SECS];
+    size_t nsec;
 };
 
 /* An inbox: sv[0] for the receiving worker, sv[1] for the senders. */
@@ -36,8 +51,10 @@ int handoff_pair(int sv[2]);
 /* 0, or -1 with errno (EAGAIN: the inbox is full, try later). The caller
  * keeps its descriptor and closes it once this succeeded. */
 int handoff_send(int sock, const struct handoff_conn *hc);
-/* 1: *hc filled (path and pending point into a buffer valid until the next
- * call; hc->fd is ours); 0: nothing waiting; -1: every sender is gone. */
+/* 1: *hc filled (path, pending and the sections point into a buffer valid
+ * until the next call; hc->fd is ours); 0: nothing waiting; -1: every
+ * sender is gone. A malformed message, or one with a section of a type
+ * this build does not know, is dropped (its descriptor closed). */
 int handoff_recv(int sock, struct handoff_conn *hc);
 
 #endif

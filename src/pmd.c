@@ -111,27 +111,56 @@ static int read_offer(struct cursor *c, struct offer *o)
     return ours && ok;
 }
 
-/* What we answer an acceptable offer with; 0 if we cannot honour it. */
+/* Appends "; text" to the answer; -1 once it does not fit. */
+static int put(char *resp, size_t cap, size_t *n, const char *fmt, int v)
+{
+    int k = snprintf(resp + *n, cap - *n, fmt, v);
+    if (k < 0 || (size_t)k >= cap - *n)
+        return -1;
+    *n += (size_t)k;
+    return 0;
+}
+
+/* The client's window: what our answer binds it to, or its own hint (RFC
+ * 7692 7.1.2.2), which we turn into a binding answer when we keep its
+ * context; 15 when it offered the parameter nowhere. */
+static int client_window(const struct config_pmd *cf, const struct offer *o, int keep, int *say)
+{
+    int cmax = o->client_bits > 0 ? o->client_bits : 15;
+    *say = 0;
+    if (o->client_bits >= 0 && (int)cf->client_max_window_bits < cmax)
+        return *say = 1, (int)cf->client_max_window_bits;
+    if (keep && o->client_bits > 0)
+        *say = 1;
+    return cmax;
+}
+
+/* What we answer an acceptable offer with; 0 if we cannot honour it. A
+ * direction keeps its context unless the client or our config says not. */
 static int answer(const struct config_pmd *cf, const struct offer *o, struct pmd_params *out,
                   char *resp, size_t cap)
 {
-    int sbits = (int)cf->server_max_window_bits;
+    int sbits = (int)cf->server_max_window_bits, say, r = 0;
     if (o->server_bits && o->server_bits < 9)
         return 0; /* zlib has no 256-byte window: the next offer, or none */
     if (o->server_bits && o->server_bits < sbits)
         sbits = o->server_bits;
-    int n = snprintf(resp, cap, "permessage-deflate; server_no_context_takeover; "
-                     "client_no_context_takeover");
-    if (o->server_bits && n > 0 && (size_t)n < cap)
-        n += snprintf(resp + n, cap - (size_t)n, "; server_max_window_bits=%d", sbits);
-    int cmax = o->client_bits > 0 ? o->client_bits : 15;
-    if (o->client_bits >= 0 && (int)cf->client_max_window_bits < cmax && n > 0 &&
-        (size_t)n < cap)
-        n += snprintf(resp + n, cap - (size_t)n, "; client_max_window_bits=%u",
-                      cf->client_max_window_bits);
-    if (n < 0 || (size_t)n >= cap)
+    int st = !cf->server_no_context_takeover && !o->server_nct;
+    int ct = !cf->client_no_context_takeover && !o->client_nct;
+    int cbits = client_window(cf, o, ct, &say);
+    size_t n = 0;
+    r |= put(resp, cap, &n, "permessage-deflate", 0);
+    if (!st)
+        r |= put(resp, cap, &n, "; server_no_context_takeover", 0);
+    if (!ct)
+        r |= put(resp, cap, &n, "; client_no_context_takeover", 0);
+    if (o->server_bits)
+        r |= put(resp, cap, &n, "; server_max_window_bits=%d", sbits);
+    if (say)
+        r |= put(resp, cap, &n, "; client_max_window_bits=%d", cbits);
+    if (r < 0)
         return 0;
-    out->server_bits = (uint8_t)sbits;
+    *out = (struct pmd_params){ (uint8_t)sbits, (uint8_t)cbits, (uint8_t)st, (uint8_t)ct };
     return 1;
 }
 
@@ -139,7 +168,7 @@ int pmd_negotiate(const struct config_pmd *cf, const struct pmd_line *lines, siz
                   struct pmd_params *out, char *resp, size_t cap)
 {
     struct offer o;
-    out->server_bits = 0;
+    *out = (struct pmd_params){ 0, 0, 0, 0 };
     if (!cf->enabled)
         return 0;
     for (size_t i = 0; i < n; i++) {
@@ -154,6 +183,161 @@ int pmd_negotiate(const struct config_pmd *cf, const struct pmd_line *lines, siz
         }
     }
     return 0;
+}
+
+/* ---- A connection's windows --------------------------------------------- */
+
+/* The last cap bytes (at most) of one direction's uncompressed stream, in
+ * order. The buffer grows as the stream does, to cap and no further. */
+struct pmd_window {
+    uint8_t *buf;
+    uint32_t len, size, cap;
+};
+
+struct pmd_ctx {
+    struct pmd_window in, out;  /* the client's stream; ours */
+};
+
+static int window_reserve(struct pmd_window *w, size_t want)
+{
+    if (want <= w->size)
+        return 0;
+    size_t size = w->size ? w->size : 1024;
+    while (size < want)
+        size *= 2;
+    if (size > w->cap)
+        size = w->cap;
+    uint8_t *p = realloc(w->buf, size);
+    if (p == NULL)
+        return -1;
+    w->buf = p;
+    w->size = (uint32_t)size;
+    return 0;
+}
+
+/* Appends p[0..n) to w, dropping from its head what falls out of reach. */
+static int window_add(struct pmd_window *w, const uint8_t *p, size_t n)
+{
+    if (w->cap == 0)
+        return 0;
+    if (n >= w->cap) {
+        if (window_reserve(w, w->cap) < 0)
+            return -1;
+        memcpy(w->buf, p + n - w->cap, w->cap);
+        w->len = w->cap;
+        return 0;
+    }
+    size_t keep = w->len < w->cap - n ? w->len : w->cap - n;
+    if (keep > 0)
+        memmove(w->buf, w->buf + w->len - keep, keep);
+    w->len = (uint32_t)keep;
+    if (window_reserve(w, keep + n) < 0)
+        return -1;
+    memcpy(w->buf + keep, p, n);
+    w->len = (uint32_t)(keep + n);
+    return 0;
+}
+
+uint32_t pmd_params_pack(const struct pmd_params *pp)
+{
+    return pp->server_bits | (uint32_t)pp->client_bits << 8 |
+           (uint32_t)(pp->server_takeover != 0) << 16 | (uint32_t)(pp->client_takeover != 0) << 17;
+}
+
+int pmd_params_unpack(uint32_t v, struct pmd_params *pp)
+{
+    *pp = (struct pmd_params){ (uint8_t)v, (uint8_t)(v >> 8), (v >> 16) & 1, (v >> 17) & 1 };
+    if (v == 0)
+        return 0;
+    if ((v >> 18) != 0 || pp->server_bits < 9 || pp->server_bits > 15)
+        return -1;
+    if (pp->client_bits == 0) /* an older handoff: no context was kept */
+        pp->client_bits = 15;
+    return pp->client_bits >= 8 && pp->client_bits <= 15 ? 0 : -1;
+}
+
+static uint32_t out_cap(const struct config_pmd *cf, const struct pmd_params *pp)
+{
+    uint32_t most = 1u << pp->server_bits;
+    return !pp->server_takeover ? 0 : cf->server_history < most ? (uint32_t)cf->server_history
+                                                                : most;
+}
+
+static struct pmd_ctx *ctx_make(uint32_t in_cap, uint32_t out_cap_)
+{
+    struct pmd_ctx *cx = in_cap || out_cap_ ? calloc(1, sizeof(*cx)) : NULL;
+    if (cx != NULL) {
+        cx->in.cap = in_cap;
+        cx->out.cap = out_cap_;
+    }
+    return cx;
+}
+
+struct pmd_ctx *pmd_ctx_new(const struct config_pmd *cf, const struct pmd_params *pp)
+{
+    return ctx_make(pp->client_takeover ? 1u << pp->client_bits : 0, out_cap(cf, pp));
+}
+
+void pmd_ctx_free(struct pmd_ctx *cx)
+{
+    if (cx != NULL) {
+        free(cx->in.buf);
+        free(cx->out.buf);
+        free(cx);
+    }
+}
+
+void pmd_ctx_params(const struct pmd_ctx *cx, struct pmd_params *pp)
+{
+    int bits = 8;
+    while (bits < 15 && (1u << bits) < cx->in.cap)
+        bits++;
+    pp->client_bits = (uint8_t)(cx->in.cap ? bits : 15);
+    pp->client_takeover = cx->in.cap != 0;
+    pp->server_takeover = cx->out.cap != 0;
+}
+
+size_t pmd_ctx_held(const struct pmd_ctx *cx)
+{
+    if (cx == NULL)
+        return 0;
+    return sizeof(*cx) + MEM_BLOCK_OVERHEAD + (cx->in.size ? cx->in.size + MEM_BLOCK_OVERHEAD : 0) +
+           (cx->out.size ? cx->out.size + MEM_BLOCK_OVERHEAD : 0);
+}
+
+/* Export: in.cap, in.len, out.cap, out.len (host order: both ends are
+ * this machine), then the two windows' bytes. */
+size_t pmd_ctx_export(const struct pmd_ctx *cx, uint8_t *buf, size_t cap)
+{
+    uint32_t h[4] = { cx->in.cap, cx->in.len, cx->out.cap, cx->out.len };
+    size_t n = sizeof(h) + cx->in.len + cx->out.len;
+    if (n > cap)
+        return 0;
+    memcpy(buf, h, sizeof(h));
+    if (cx->in.len)
+        memcpy(buf + sizeof(h), cx->in.buf, cx->in.len);
+    if (cx->out.len)
+        memcpy(buf + sizeof(h) + cx->in.len, cx->out.buf, cx->out.len);
+    return n;
+}
+
+struct pmd_ctx *pmd_ctx_import(const struct pmd_params *pp, const uint8_t *buf, size_t len)
+{
+    uint32_t h[4];
+    if (len < sizeof(h))
+        return NULL;
+    memcpy(h, buf, sizeof(h));
+    int in_ok = pp->client_takeover ? h[0] == 1u << pp->client_bits : h[0] == 0;
+    int out_ok = pp->server_takeover ? h[2] > 0 && h[2] <= 1u << pp->server_bits : h[2] == 0;
+    if (!in_ok || !out_ok || h[1] > h[0] || h[3] > h[2] || len != sizeof(h) + h[1] + h[3])
+        return NULL;
+    struct pmd_ctx *cx = ctx_make(h[0], h[2]);
+    if (cx == NULL || window_add(&cx->in, buf + sizeof(h), h[1]) < 0 ||
+        window_add(&cx->out, buf + sizeof(h) + h[1], h[3]) < 0) {
+        pmd_ctx_free(cx);
+        return NULL;
+    }
+    return cx;
 }
 
 /* ---- The worker's compressor and decompressor --------------------------- */
@@ -222,7 +406,8 @@ static int inflate_some(const uint8_t *in, size_t n, size_t max, size_t *len)
     }
 }
 
-int pmd_inflate(const uint8_t *in, size_t n, size_t max, const uint8_t **out, size_t *outlen)
+int pmd_inflate(struct pmd_ctx *cx, const uint8_t *in, size_t n, size_t max,
+                const uint8_t **out, size_t *outlen)
 {
     size_t len = 0;
     if (!Z.in_ready) {
@@ -232,11 +417,17 @@ int pmd_inflate(const uint8_t *in, size_t n, size_t max, const uint8_t **out, si
     } else if (inflateReset(&Z.in) != Z_OK) {
         return PMD_NOMEM;
     }
+    /* The client's earlier messages, as far back as its compressor may
+     * refer: for a raw stream zlib takes them at any point. */
+    if (cx != NULL && cx->in.len > 0 && inflateSetDictionary(&Z.in, cx->in.buf, cx->in.len) != Z_OK)
+        return PMD_NOMEM;
     int r = inflate_some(in, n, max, &len);
     if (r == PMD_OK)
         r = inflate_some(tail, sizeof(tail), max, &len);
     if (r < 0)
         r = PMD_OK; /* a final block: what follows it is not ours to read */
+    if (r == PMD_OK && cx != NULL && window_add(&cx->in, Z.ibuf, len) < 0)
+        r = PMD_NOMEM;
     *out = Z.ibuf;
     *outlen = len;
     return r;
@@ -270,11 +461,17 @@ static z_stream *deflater(const struct config_pmd *cf, int bits)
     return z;
 }
 
-int pmd_deflate(const struct config_pmd *cf, const struct pmd_params *pp, const uint8_t *in,
-                size_t n, const uint8_t **out, size_t *outlen)
+int pmd_deflate(const struct config_pmd *cf, const struct pmd_params *pp, struct pmd_ctx *cx,
+                const uint8_t *in, size_t n, const uint8_t **out, size_t *outlen)
 {
     z_stream *z = deflater(cf, pp->server_bits ? pp->server_bits : 15);
     if (z == NULL || grow(&Z.obuf, &Z.ocap, deflateBound(z, (uLong)n) + 16) < 0)
+        return PMD_NOMEM;
+    /* After a reset the stream is at a block boundary, where a raw
+     * deflater takes a dictionary; the client's inflater, after our last
+     * message's sync flush, is at one too. */
+    if (cx != NULL && cx->out.len > 0 &&
+        deflateSetDictionary(z, cx->out.buf, cx->out.len) != Z_OK)
         return PMD_NOMEM;
     z->next_in = (Bytef *)(uintptr_t)in;
     z->avail_in = (uInt)n;
@@ -285,6 +482,8 @@ int pmd_deflate(const struct config_pmd *cf, const struct pmd_params *pp, const 
     size_t len = Z.ocap - z->avail_out;
     if (len >= 4 && memcmp(Z.obuf + len - 4, tail, 4) == 0)
         len -= 4; /* RFC 7692 7.2.1: the sync flush's empty block goes */
+    if (cx != NULL && window_add(&cx->out, in, n) < 0)
+        return PMD_NOMEM; /* the client would keep what we did not: never send it */
     *out = Z.obuf;
     *outlen = len;
     return PMD_OK;

@@ -18,7 +18,8 @@
 #define WS_CLOSING_READ_MAX (1u << 20)
 
 /* What exists only while a connection is busy (a message being received,
- * bytes its module holds): an idle connection holds none of it. */
+ * bytes its module holds): an idle connection holds none of it, unless it
+ * keeps compression context (whose windows dwarf this anyway). */
 struct ws_busy {
     uint8_t *msg;           /* the data message being reassembled */
     uint32_t msg_len, msg_cap;
@@ -28,6 +29,7 @@ struct ws_busy {
     uint32_t frame_done;    /* its bytes already taken: the mask's phase */
     uint32_t after_close;   /* bytes read since our close frame went out */
     long module_held;       /* ws_hold */
+    struct pmd_ctx *pmd;    /* permessage-deflate's windows: kept while w lives */
     uint8_t mask[4];
     uint8_t msg_type;       /* FRAME_TEXT or FRAME_BINARY */
     uint8_t frame_fin : 1;
@@ -86,7 +88,7 @@ static size_t held_now(const struct ws_conn *w)
     if (b == NULL)
         return 0;
     return sizeof(*b) + MEM_BLOCK_OVERHEAD + (b->msg ? b->msg_cap + MEM_BLOCK_OVERHEAD : 0) +
-           (size_t)(b->module_held > 0 ? b->module_held : 0);
+           (size_t)(b->module_held > 0 ? b->module_held : 0) + pmd_ctx_held(b->pmd);
 }
 
 static inline void account(struct ws_conn *w)
@@ -127,11 +129,18 @@ static void msg_free(struct ws_busy *b)
 }
 
 /* Between messages nothing of it is needed: give its memory back. */
+/* Nothing in progress: no frame or message half read, nothing held. */
+static int busy_idle(const struct ws_conn *w)
+{
+    const struct ws_busy *b = w->b;
+    return b == NULL || (b->frame_left == 0 && !w->seq.in_message && b->msg == NULL &&
+                         b->module_held == 0);
+}
+
 static void busy_put_if_idle(struct ws_conn *w)
 {
     struct ws_busy *b = w->b;
-    if (b != NULL && b->frame_left == 0 && !w->seq.in_message && b->msg == NULL &&
-        b->module_held == 0 && !w->closing) {
+    if (b != NULL && busy_idle(w) && b->pmd == NULL && !w->closing) {
         free(b);
         w->b = NULL;
     }
@@ -207,7 +216,7 @@ static int deliver_compressed(struct ws_conn *w, int type, const uint8_t *p, siz
 {
     const uint8_t *out;
     size_t len;
-    int r = pmd_inflate(p, n, w->route->cf->max_message_size, &out, &len);
+    int r = pmd_inflate(w->b ? w->b->pmd : NULL, p, n, w->route->cf->max_message_size, &out, &len);
     if (r == PMD_OK && type == FRAME_TEXT && !utf8_valid(out, len))
         r = PMD_BAD;
     if (r == PMD_OK)
@@ -555,6 +564,7 @@ static void release(struct ws_conn *w)
 {
     if (w->b != NULL) {
         free(w->b->msg);
+        pmd_ctx_free(w->b->pmd);
         free(w->b);
         w->b = NULL;
     }
@@ -616,7 +626,7 @@ int ws_export(struct ws_conn *w, uint8_t *state, size_t *state_len)
     const struct module *m = w->route->module;
     if (m->export == NULL)
         return -2;
-    if (w->b != NULL || sock_pending(w->s) > 0 || w->closing || w->read_shut || w->failed ||
+    if (!busy_idle(w) || sock_pending(w->s) > 0 || w->closing || w->read_shut || w->failed ||
         w->s->eof)
         return -1;
     int n = m->export(w, state, *state_len);
@@ -643,9 +653,9 @@ int ws_send(struct ws_conn *w, enum ws_msg_type type, const uint8_t *data, size_
     const struct config_pmd *pc = &w->route->cf->pmd;
     const uint8_t *z;
     size_t zlen;
-    struct pmd_params pp = { w->pmd_bits };
+    struct pmd_params pp = { w->pmd_bits, 0, 0, 0 };
     if (w->pmd_bits && len > 0 && len >= pc->min_size &&
-        pmd_deflate(pc, &pp, data, len, &z, &zlen) == PMD_OK) {
+        pmd_deflate(pc, &pp, w->b ? w->b->pmd : NULL, data, len, &z, &zlen) == PMD_OK) {
         send_frame(w, (int)type | FRAME_RSV1, z, zlen); /* copied into the socket's output */
         pmd_trim();
     } else {
@@ -735,14 +745,35 @@ void ws_tally_adopt(struct ws_conn *w, const uint8_t *buf, size_t len, const cha
     t->target = block;
 }
 
-void ws_set_pmd(struct ws_conn *w, uint8_t server_bits)
+int ws_set_pmd(struct ws_conn *w, const struct pmd_params *pp, const uint8_t *ctx, size_t len)
 {
-    w->pmd_bits = server_bits;
+    int keeps = pp->server_takeover || pp->client_takeover;
+    struct pmd_ctx *cx = NULL;
+    w->pmd_bits = pp->server_bits;
+    if (!keeps)
+        return 0;
+    cx = ctx ? pmd_ctx_import(pp, ctx, len) : pmd_ctx_new(&w->route->cf->pmd, pp);
+    if (cx == NULL || busy_get(w) == NULL) {
+        pmd_ctx_free(cx);
+        /* Without its windows, what the peer sends next may not inflate. */
+        queue_close(w, 1011, "compression state lost");
+        return -1;
+    }
+    w->b->pmd = cx;
+    account(w);
+    return 0;
 }
 
-uint8_t ws_pmd(const struct ws_conn *w)
+void ws_pmd(const struct ws_conn *w, struct pmd_params *pp)
 {
-    return w->pmd_bits;
+    *pp = (struct pmd_params){ w->pmd_bits, 0, 0, 0 };
+    if (w->b != NULL && w->b->pmd != NULL)
+        pmd_ctx_params(w->b->pmd, pp);
+}
+
+size_t ws_pmd_export(const struct ws_conn *w, uint8_t *buf, size_t cap)
+{
+    return w->b != NULL && w->b->pmd != NULL ? pmd_ctx_export(w->b->pmd, buf, cap) : 0;
 }
 
 uint32_t ws_clock(void)

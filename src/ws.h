@@ -13,6 +13,7 @@
 #include <stddef.h>
 
 #include "module.h"
+#include "pmd.h"
 
 struct config_route;
 struct sock;
@@ -66,9 +67,15 @@ void ws_set_started(struct ws_conn *w, uint32_t started);
 size_t ws_tally_export(struct ws_conn *w, uint8_t *buf, size_t cap);
 void ws_tally_adopt(struct ws_conn *w, const uint8_t *buf, size_t len, const char *path,
                     size_t path_len);
-/* permessage-deflate agreed for w (pmd.h): our window bits, 0 for none. */
-void    ws_set_pmd(struct ws_conn *w, uint8_t server_bits);
-uint8_t ws_pmd(const struct ws_conn *w);
+/* permessage-deflate agreed for w (pmd.h; server_bits 0: none). With
+ * context takeover, w gets its windows: empty, or those of ctx[0..len)
+ * (a handoff's, from ws_pmd_export). -1 if they cannot be had (out of
+ * memory, or bytes that are not windows for pp): w is not to be served. */
+int  ws_set_pmd(struct ws_conn *w, const struct pmd_params *pp, const uint8_t *ctx, size_t len);
+void ws_pmd(const struct ws_conn *w, struct pmd_params *pp);
+/* w's windows for a handoff into buf[0..cap) (PMD_CTX_MAX fits any): the
+ * length, 0 if it keeps none. */
+size_t ws_pmd_export(const struct ws_conn *w, uint8_t *buf, size_t cap);
 /* Deciseconds of CLOCK_MONOTONIC, modulo 2^32: one clock for every process
  * of the machine, so an age survives a handoff; differences are right for
  * 13 years. */

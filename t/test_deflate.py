@@ -11,7 +11,9 @@ import zlib
 
 import pytest
 
-from conftest import RawWS, pick_free_port, run_async, wait_until, ws_connect, ws_request
+from conftest import (RawWS, pick_free_port, run_async, run_cli, wait_until, ws_connect,
+                      ws_request)
+from test_handoff import read_pid, stop_master
 from test_status import scrape, val
 
 PMD = {"enabled": "on"}
@@ -27,6 +29,26 @@ def compress(data, level=1):
 
 def inflate(data):
     return zlib.decompressobj(-15).decompress(data + b"\x00\x00\xff\xff")
+
+
+TAKE = {"enabled": "on", "server_no_context_takeover": "off",
+        "client_no_context_takeover": "off"}
+
+
+class Stream:
+    """One direction's compressor and decompressor with context kept, as a
+    peer that takes over context runs them (Python's zlib: not ours)."""
+
+    def __init__(self, level=1, bits=15):
+        self.c = zlib.compressobj(level, zlib.DEFLATED, -bits)
+        self.d = zlib.decompressobj(-15)
+
+    def compress(self, data):
+        out = self.c.compress(data) + self.c.flush(zlib.Z_SYNC_FLUSH)
+        return out[:-4]
+
+    def inflate(self, data):
+        return self.d.decompress(data + b"\x00\x00\xff\xff")
 
 
 class DeflateWS(RawWS):
@@ -101,6 +123,40 @@ def test_off_by_default_and_rsv1_refused_then(server):
     assert ws.recv_close()[0] == 1002
 
 
+@pytest.mark.parametrize("offers,want", [
+    (["permessage-deflate"], "permessage-deflate"),
+    (["permessage-deflate; client_max_window_bits"], "permessage-deflate"),
+    # its own hint becomes our binding answer: we keep only that much of its stream
+    (["permessage-deflate; client_max_window_bits=10"],
+     "permessage-deflate; client_max_window_bits=10"),
+    (["permessage-deflate; server_no_context_takeover"],
+     "permessage-deflate; server_no_context_takeover"),
+    (["permessage-deflate; client_no_context_takeover"],
+     "permessage-deflate; client_no_context_takeover"),
+    (["permessage-deflate; server_max_window_bits=11"],
+     "permessage-deflate; server_max_window_bits=11"),
+])
+def test_negotiation_with_context_takeover(server_factory, offers, want):
+    srv = server_factory(workers=1, permessage_deflate=TAKE)
+    assert answer(srv.port, *offers) == want
+
+
+def test_context_takeover_one_way_by_config(server_factory):
+    srv = server_factory(workers=1, permessage_deflate={"enabled": "on",
+                                                        "server_no_context_takeover": "off"})
+    assert answer(srv.port, "permessage-deflate") == \
+        "permessage-deflate; client_no_context_takeover"
+
+
+def test_bad_server_history_is_a_config_error(tmp_path, san_dir):
+    p = tmp_path / "c.yaml"
+    p.write_text("listen: [127.0.0.1:1]\npermessage_deflate:\n  enabled: on\n"
+                 "  server_history: 100\n")
+    r = run_cli(["-t", "-c", p], san_dir)
+    assert r.returncode != 0 and f"{p}:4:19: server_history: 100 is out of range" in r.stderr, \
+        r.stderr
+
+
 # ---------------------------------------------------------------- frames
 
 def test_compressed_echo_and_min_size(server_factory):
@@ -167,15 +223,99 @@ def test_decompression_bomb_stops_at_max_message_size(server_factory):
     ok.close()
 
 
+def context_exchange(ws, up, down, msgs):
+    """Sends msgs compressed with context kept; returns the reply sizes on
+    the wire, checking every reply inflates (with context) to the message."""
+    sizes = []
+    for m in msgs:
+        ws.send_frame(2, up.compress(m), rsv=4)
+        fin, op, payload = ws.recv_frame()
+        assert fin and op == 2 and ws.last_rsv1
+        assert down.inflate(payload) == m
+        sizes.append(len(payload))
+    return sizes
+
+
+def record(i):
+    return json.dumps({"id": i, "user": "user-%d" % (i * 7919 % 1000), "status": "active",
+                       "items": [{"sku": "sku-%d" % (i * j % 97), "qty": j} for j in range(8)]}
+                      ).encode()
+
+
+def test_context_takeover_both_ways(server_factory):
+    """Python's zlib keeps its context across messages (refers back into
+    earlier ones); so do we: our replies refer back too, and shrink."""
+    srv = server_factory(workers=1, permessage_deflate=TAKE)
+    ws = DeflateWS(srv.port)
+    assert ws.response.header("sec-websocket-extensions") == "permessage-deflate"
+    up, down = Stream(), Stream()
+    msgs = [record(i) for i in range(40)] + [record(3)] * 5
+    sizes = context_exchange(ws, up, down, msgs)
+    alone = len(compress(record(3)))
+    assert sizes[-1] < alone / 2, (sizes[-1], alone)     # the reply referred back
+    # an uncompressed message and a fragmented one with a ping inside do not
+    # disturb either context
+    ws.send_frame(2, b"plain, not in the stream")
+    assert ws.recv_frame()[2] == b"plain, not in the stream" and not ws.last_rsv1
+    z = up.compress(record(5) * 3)
+    ws.send_frame(2, z[:5], fin=False, rsv=4)
+    ws.send_frame(9, b"p")
+    ws.send_frame(0, z[5:], fin=True)
+    assert ws.recv_frame()[1:] == (10, b"p")
+    fin, op, payload = ws.recv_frame()
+    assert down.inflate(payload) == record(5) * 3
+    assert context_exchange(ws, up, down, [record(7)])[0] < alone / 2
+    ws.close()
+
+
+def test_context_takeover_bad_data_and_bomb(server_factory):
+    srv = server_factory(workers=1, permessage_deflate=TAKE, max_message_size="1m")
+    ws = DeflateWS(srv.port)
+    up, down = Stream(), Stream()
+    context_exchange(ws, up, down, [record(1)])
+    ws.send_frame(2, compress(b"\0" * (8 << 20), 9), rsv=4)
+    assert ws.recv_close(timeout=10)[0] == 1009
+    ws = DeflateWS(srv.port)
+    # a reference 30 KiB back into a window it never filled: invalid here
+    ws.send_frame(2, Stream().compress(b"x") + b"\x00", rsv=4)
+    ws.send_frame(2, bytes([0x05, 0xe0, 0xff, 0x0f]) * 4, rsv=4)
+    assert ws.recv_close()[0] == 1007
+
+
+def test_context_takeover_survives_reload_and_binary_upgrade(server_factory):
+    """The windows travel with the connection: after each handoff the same
+    streams go on, both ways, referring back to before it."""
+    srv = server_factory(workers=1, permessage_deflate=TAKE, reload_handoff="on")
+    ws = DeflateWS(srv.port)
+    up, down = Stream(), Stream()
+    context_exchange(ws, up, down, [record(i) for i in range(10)])
+    alone = len(compress(record(4)))
+    old = set(srv.workers())
+    srv.send_signal(signal.SIGHUP)
+    wait_until(lambda: not (set(srv.workers()) & old) and srv.workers(), 10, what="new worker")
+    assert context_exchange(ws, up, down, [record(4)])[0] < alone / 2
+    srv.send_signal(signal.SIGUSR2)
+    new = wait_until(lambda: (lambda p: p if p and p != srv.pid else None)(
+        read_pid(srv.pid_file)), 15, what="the new master")
+    try:
+        assert srv.wait_exit(15) == 0
+        assert context_exchange(ws, up, down, [record(6), record(4)])[1] < alone / 2
+        ws.close()
+    finally:
+        stop_master(new)
+
+
 # ---------------------------------------------------------------- real clients
 
-def test_python_websockets_with_compression(server_factory):
-    srv = server_factory(workers=1, permessage_deflate=PMD)
+@pytest.mark.parametrize("pmd,ext", [(PMD, BASE), (TAKE, "permessage-deflate")])
+def test_python_websockets_with_compression(server_factory, pmd, ext):
+    srv = server_factory(workers=1, permessage_deflate=pmd)
 
     async def run():
         async with ws_connect(srv.port, compression="deflate") as ws:
-            assert ws.response_headers["Sec-WebSocket-Extensions"] == BASE
-            for m in ("short", "é" * 50_000, b"\x00\x01" * 40_000, json.dumps(list(range(5000)))):
+            assert ws.response_headers["Sec-WebSocket-Extensions"] == ext
+            for m in ("short", "é" * 50_000, b"\x00\x01" * 40_000, json.dumps(list(range(5000))),
+                      "short", json.dumps(list(range(5000)))):
                 await ws.send(m)
                 assert await ws.recv() == m
     run_async(run())
@@ -185,14 +325,16 @@ NODE = shutil.which("node")
 
 
 @pytest.mark.skipif(NODE is None, reason="needs node and Debian's node-ws")
-def test_node_ws_with_per_message_deflate(server_factory, tmp_path):
-    srv = server_factory(workers=1, permessage_deflate=PMD)
+@pytest.mark.parametrize("pmd", [PMD, TAKE], ids=["no-context", "context-takeover"])
+def test_node_ws_with_per_message_deflate(server_factory, tmp_path, pmd):
+    srv = server_factory(workers=1, permessage_deflate=pmd)
     script = tmp_path / "client.js"
     script.write_text("""
 const WebSocket = require('ws');
 const ws = new WebSocket(process.argv[2], {perMessageDeflate: {threshold: 0}});
 const msgs = ['x'.repeat(100), JSON.stringify(Array.from({length: 3000}, (_, i) => ({i}))),
-              Buffer.alloc(70000, 7)];
+              Buffer.alloc(70000, 7), 'x'.repeat(100),
+              JSON.stringify(Array.from({length: 3000}, (_, i) => ({i})))];
 let i = 0;
 ws.on('open', () => { console.log('ext=' + ws.extensions); ws.send(msgs[0]); });
 ws.on('message', (data, isBinary) => {
@@ -241,16 +383,17 @@ CHROMIUM = shutil.which("chromium")
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium")
-def test_chromium_talks_permessage_deflate(server_factory, tmp_path):
+@pytest.mark.parametrize("pmd", [PMD, TAKE], ids=["no-context", "context-takeover"])
+def test_chromium_talks_permessage_deflate(server_factory, tmp_path, pmd):
     """A real browser offers permessage-deflate its own way (with
     client_max_window_bits); our answer, with client_no_context_takeover it
-    did not offer, must suit it, and its compressed frames must inflate.
-    The page reports through the access log: its verdict is the query of a
-    second WebSocket it opens."""
+    did not offer (or with context kept both ways), must suit it, and its
+    compressed frames must inflate. The page reports through the access
+    log: its verdict is the query of a second WebSocket it opens."""
     import os
     import signal as sig
     sport = pick_free_port()
-    srv = server_factory(workers=1, start=False, permessage_deflate=PMD,
+    srv = server_factory(workers=1, start=False, permessage_deflate=pmd,
                          status={"listen": f"127.0.0.1:{sport}"})
     srv.cfg["access_log"] = str(tmp_path / "access.log")
     srv.write_config(srv.cfg)
@@ -286,7 +429,7 @@ ws.onerror = () => report('error');
         os.killpg(browser.pid, sig.SIGKILL)
         browser.wait(10)
     assert "result=ok%205%20permessage-deflate" in line, line
-    assert "client_no_context_takeover" in line
+    assert ("client_no_context_takeover" in line) == (pmd is PMD), line
     m = scrape(sport)
     payload = val(m, "wsechod_payload_bytes_total", direction="out")
     wire = val(m, "wsechod_wire_bytes_total", direction="out")
