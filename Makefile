@@ -12,7 +12,7 @@ CPPFLAGS += -D_GNU_SOURCE -DWSECHOD_VERSION='"$(VERSION)"' -Isrc -Imodules -Ibui
             -DWSECHOD_CONF='"$(SYSCONFDIR)/wsechod/wsechod.yaml"'
 CFLAGS   ?= -O2 -g
 CFLAGS   += -std=c11 -Wall -Wextra -Wshadow -Werror -MMD -MP
-LDLIBS   += -lyaml -lhttp_parser -lwslay -lssl -lcrypto -lz
+LDLIBS   += -lyaml -lhttp_parser -lwslay -lssl -lcrypto -lz -ldeflate
 SAN      := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer \
             -fno-sanitize-recover=undefined
 

@@ -58,6 +58,8 @@ static void usage(FILE *f)
 "      --deflate         offer permessage-deflate (no context takeover either way) and send\n"
 "                        one JSON-like text of --size, compressed once; echoes are checked\n"
 "                        whole, inflated when the server compressed them\n"
+"      --varied          with --deflate: the text's records vary (numbers, words), about\n"
+"                        3:1 like everyday JSON, instead of one record repeated (50:1)\n"
 "  -j, --threads N       client threads, each with its own epoll (default 1)\n"
 "  -m, --mode MODE       echo | connrate | idle\n"
 "  -P, --server-pid PID  server pid: CPU and RSS of it and its descendants\n"
@@ -171,7 +173,7 @@ static void parse_url(const char *url)
 
 enum {
     OPT_SOURCES = 1000, OPT_MAXPEND, OPT_CTO, OPT_HSTO, OPT_DRAIN, OPT_POKE, OPT_SETTLE,
-    OPT_SNI, OPT_TLS12, OPT_TLS13, OPT_RESUME, OPT_DEFLATE
+    OPT_SNI, OPT_TLS12, OPT_TLS13, OPT_RESUME, OPT_DEFLATE, OPT_VARIED
 };
 
 /* The TLS options; 0 if o is not one of them. */
@@ -189,6 +191,7 @@ static int apply_tls_option(int o, const char *arg)
     case OPT_TLS13: O.tls_ver = O.tls_ver == 12 ? -1 : 13; return 1;
     case OPT_RESUME: O.tls_resume = 1; return 1;
     case OPT_DEFLATE: O.deflate = 1; O.text = 1; return 1;
+    case OPT_VARIED: O.varied = 1; return 1;
     default: return 0;
     }
 }
@@ -249,6 +252,7 @@ int options_parse(int argc, char **argv)
         {"drain", 1, 0, OPT_DRAIN}, {"poke", 1, 0, OPT_POKE}, {"settle", 1, 0, OPT_SETTLE},
         {"sni", 1, 0, OPT_SNI}, {"tls12", 0, 0, OPT_TLS12}, {"tls13", 0, 0, OPT_TLS13},
         {"tls-resume", 0, 0, OPT_RESUME}, {"deflate", 0, 0, OPT_DEFLATE},
+        {"varied", 0, 0, OPT_VARIED},
         {"quiet", 0, 0, 'q'}, {"help", 0, 0, 'h'}, {0, 0, 0, 0},
     };
     int o;

@@ -37,6 +37,7 @@ struct options {
     int spread; /* bind sources over 127/8 */
     int tls, tls_resume, tls_ver; /* wss://; --tls-resume; 12/13 pinned, 0 = any */
     int deflate; /* --deflate: permessage-deflate, one compressible JSON text for all */
+    int varied;  /* --varied: its records vary */
     char sni[256];
 };
 
