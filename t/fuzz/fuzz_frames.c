@@ -15,7 +15,8 @@
  * past the masking rule. Bit 1: small message limits. Bits 2-3: how many
  * input bytes arrive with the handshake. Bit 4: queue a keepalive ping,
  * bit 5: a server-side close (idle timeout) midway, bit 6: permessage-deflate
- * agreed (RSV1 frames are inflated, echoes deflated). */
+ * agreed (RSV1 frames are inflated, echoes deflated), with bit 7 also
+ * context takeover both ways (the windows as dictionaries, zlib's path). */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdint.h>
@@ -171,8 +172,10 @@ static void ws_path(const uint8_t *in, size_t n, unsigned flags)
     struct ws_conn *w = ws_open(&s, &route, &req, NULL, 0);
     if (w == NULL)
         abort();
-    if (flags & 64)
-        ws_set_pmd(w, 15);
+    if (flags & 64) {
+        int keep = (flags & 128) != 0;
+        ws_set_pmd(w, &(struct pmd_params){ 15, 15, (uint8_t)keep, (uint8_t)keep }, NULL, 0);
+    }
     size_t off = lead;
     int eof_sent = 0, pinged = 0, closed = 0;
     for (int iter = 0; iter < 2000; iter++) {
