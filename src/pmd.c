@@ -357,7 +357,8 @@ static struct {
     uint8_t *ibuf, *obuf, *zbuf;/* inflated / deflated messages; a whole one's input */
     size_t icap, ocap, zcap;
     unsigned evict;             /* the deflater to give up next */
-    int redundant;              /* the last message shrank 16-fold or more */
+    int redundant;              /* the last message we sent shrank 16-fold or more */
+    int in_redundant;           /* the last one inflated had grown as much */
     uint32_t held;              /* the two buffers, in the worker's budget (mem.h) */
 } Z;
 
@@ -443,7 +444,8 @@ static int inflate_whole(const uint8_t *in, size_t n, size_t max, size_t *len)
     }
 }
 
-/* With it: zlib's inflater, the client's window set as its dictionary. */
+/* With it (or while messages are extremely redundant, as for deflating):
+ * zlib's inflater, the client's window set as its dictionary. */
 static int inflate_stream(struct pmd_ctx *cx, const uint8_t *in, size_t n, size_t max,
                           size_t *len)
 {
@@ -455,14 +457,15 @@ static int inflate_stream(struct pmd_ctx *cx, const uint8_t *in, size_t n, size_
         return PMD_NOMEM;
     }
     /* For a raw stream zlib takes a dictionary at any point. */
-    if (cx->in.len > 0 && inflateSetDictionary(&Z.in, cx->in.buf, cx->in.len) != Z_OK)
+    if (cx != NULL && cx->in.len > 0 &&
+        inflateSetDictionary(&Z.in, cx->in.buf, cx->in.len) != Z_OK)
         return PMD_NOMEM;
     int r = inflate_some(in, n, max, len);
     if (r == PMD_OK)
         r = inflate_some(tail, sizeof(tail), max, len);
     if (r < 0)
         r = PMD_OK; /* a final block: what follows it is not ours to read */
-    if (r == PMD_OK && window_add(&cx->in, Z.ibuf, *len) < 0)
+    if (r == PMD_OK && cx != NULL && window_add(&cx->in, Z.ibuf, *len) < 0)
         r = PMD_NOMEM;
     return r;
 }
@@ -471,8 +474,11 @@ int pmd_inflate(struct pmd_ctx *cx, const uint8_t *in, size_t n, size_t max,
                 const uint8_t **out, size_t *outlen)
 {
     size_t len = 0;
-    int r = cx != NULL && cx->in.cap ? inflate_stream(cx, in, n, max, &len)
-                                     : inflate_whole(in, n, max, &len);
+    int fresh = cx == NULL || cx->in.cap == 0;
+    int r = fresh && !Z.in_redundant ? inflate_whole(in, n, max, &len)
+                                     : inflate_stream(fresh ? NULL : cx, in, n, max, &len);
+    if (fresh && r == PMD_OK)
+        Z.in_redundant = len >= 16 * n;
     *out = Z.ibuf;
     *outlen = len;
     return r;
