@@ -135,7 +135,7 @@ DEB_TREE := build/deb/wsechod-$(VERSION)
 deb:
 	@scripts/install-deps pkg
 	@v=$$(dpkg-parsechangelog -l scripts/debian/changelog -S Version) && [ "$$v" = "$(VERSION)" ] || \
-	  { echo "deb: scripts/debian/changelog is at $$v, VERSION is $(VERSION): add an entry (dch -v $(VERSION))" >&2; exit 1; }
+	  { echo "deb: scripts/debian/changelog is at $$v, VERSION is $(VERSION): add an entry for it at the top" >&2; exit 1; }
 	rm -rf build/deb
 	mkdir -p $(DEB_TREE)
 	cp -R Makefile README.md conf src modules $(DEB_TREE)/

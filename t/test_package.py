@@ -18,13 +18,12 @@ import socket
 import ssl
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import (BIN, RELEASE_BIN, REPO, RawWS, pick_free_port, pid_alive, run_async,
+from conftest import (RELEASE_BIN, REPO, RawWS, pick_free_port, pid_alive, run_async,
                       run_cli, wait_until, write_config)
 
 MAN8 = REPO / "conf/man/wsechod.8"
@@ -355,7 +354,6 @@ def test_unprivileged_master_stays_within_the_unit_sandbox():
     try:
         os.chmod(d, 0o755)
         nobody = pwd.getpwnam("nobody")
-        nogroup = grp.getgrgid(nobody.pw_gid).gr_name
         shutil.copy(RELEASE_BIN, d / "wsechod")
         r = run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
                  "-subj", "/CN=localhost", "-keyout", str(d / "k.pem"), "-out", str(d / "c.pem")])
