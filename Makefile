@@ -2,11 +2,13 @@
 # fresh Debian 12 machine: they install missing packages first.
 
 VERSION  := 0.1.0
-PREFIX     ?= /usr/local
-SYSCONFDIR ?= /etc
-SBINDIR    := $(PREFIX)/sbin
-UNITDIR    ?= $(PREFIX)/lib/systemd/system
-DOCDIR     := $(PREFIX)/share/doc/wsechod
+PREFIX      ?= /usr/local
+SYSCONFDIR  ?= /etc
+SBINDIR     ?= $(PREFIX)/sbin
+UNITDIR     ?= $(PREFIX)/lib/systemd/system
+SYSUSERSDIR ?= $(PREFIX)/lib/sysusers.d
+MANDIR      ?= $(PREFIX)/share/man
+DOCDIR      ?= $(PREFIX)/share/doc/wsechod
 CC       ?= gcc
 CPPFLAGS += -D_GNU_SOURCE -DWSECHOD_VERSION='"$(VERSION)"' -Isrc -Imodules -Ibuild/gen \
             -DWSECHOD_CONF='"$(SYSCONFDIR)/wsechod/wsechod.yaml"'
@@ -27,7 +29,7 @@ UNIT_BINS := $(patsubst t/unit/%.c,build/unit/%,$(wildcard t/unit/test_*.c))
 UNIT_OBJS := $(filter-out build/asan/src/main.o,$(SAN_OBJS))
 PYTEST   := /usr/bin/python3 -m pytest
 
-.PHONY: all deps run test clean install uninstall bench fuzz
+.PHONY: all deps run test clean install uninstall deb bench fuzz
 all: build/wsechod
 
 deps:
@@ -61,7 +63,9 @@ run: deps
 	@$(MAKE) --no-print-directory build/wsechod
 	exec build/wsechod -c conf/wsechod.yaml
 
-test: deps
+# The packaging tools too: t/test_package.py builds and checks the .deb.
+test:
+	@scripts/install-deps pkg
 	@$(MAKE) --no-print-directory build/wsechod build/wsechod-asan $(UNIT_BINS)
 	@for t in $(UNIT_BINS); do $$t > $$t.tap 2>&1 || { cat $$t.tap; echo "unit: $$t FAILED"; exit 1; }; \
 	  echo "unit: $$t: $$(grep -c '^ok' $$t.tap) ok"; done
@@ -71,27 +75,74 @@ build/unit/%: t/unit/%.c $(wildcard t/unit/*.h) $(UNIT_OBJS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) -It/unit $(CFLAGS) $(SAN) $(LDFLAGS) -o $@ $< $(UNIT_OBJS) $(LDLIBS)
 
-# The installed config logs to /var/log/wsechod and keeps its pid in
-# /run/wsechod (the unit's LogsDirectory and RuntimeDirectory); an existing
-# config is never overwritten.
+# `make install` (PREFIX, DESTDIR honoured): the binary, the systemd unit
+# (runs as the wsechod system user), its sysusers.d entry, the man pages,
+# the README, and two files under /etc that are the operator's: the config
+# (logs to /var/log/wsechod, pid in /run/wsechod: the unit's LogsDirectory
+# and RuntimeDirectory; no `user:`) and the logrotate snippet. Those two are
+# never overwritten; pristine copies go to $(DOCDIR)/examples, and
+# `make uninstall` removes an /etc file only while it is identical to its
+# copy. Without DESTDIR, systemd-sysusers creates the user at once.
+CONF_SED := -e 's|^pid_file:.*|pid_file: /run/wsechod/wsechod.pid|' \
+            -e 's|^error_log:.*|error_log: /var/log/wsechod/error.log|' \
+            -e 's|`make run` keeps it inside the build tree|here in the unit'"'"'s RuntimeDirectory|'
+EXAMPLES := $(DOCDIR)/examples
+
 install: build/wsechod
 	install -D -m 0755 build/wsechod $(DESTDIR)$(SBINDIR)/wsechod
-	install -d $(DESTDIR)$(SYSCONFDIR)/wsechod
+	install -d $(DESTDIR)$(EXAMPLES) $(DESTDIR)$(SYSCONFDIR)/wsechod $(DESTDIR)$(SYSCONFDIR)/logrotate.d
+	sed $(CONF_SED) conf/wsechod.yaml > $(DESTDIR)$(EXAMPLES)/wsechod.yaml
+	install -m 0644 conf/wsechod.logrotate $(DESTDIR)$(EXAMPLES)/wsechod.logrotate
 	test -e $(DESTDIR)$(SYSCONFDIR)/wsechod/wsechod.yaml || \
-	  sed -e 's#^pid_file:.*#pid_file: /run/wsechod/wsechod.pid#' \
-	      -e 's#^error_log:.*#error_log: /var/log/wsechod/error.log#' \
-	      conf/wsechod.yaml > $(DESTDIR)$(SYSCONFDIR)/wsechod/wsechod.yaml
+	  install -m 0644 $(DESTDIR)$(EXAMPLES)/wsechod.yaml $(DESTDIR)$(SYSCONFDIR)/wsechod/wsechod.yaml
+	test -e $(DESTDIR)$(SYSCONFDIR)/logrotate.d/wsechod || \
+	  install -m 0644 $(DESTDIR)$(EXAMPLES)/wsechod.logrotate $(DESTDIR)$(SYSCONFDIR)/logrotate.d/wsechod
 	install -d $(DESTDIR)$(UNITDIR)
 	sed -e 's#@SBINDIR@#$(SBINDIR)#g' -e 's#@SYSCONFDIR@#$(SYSCONFDIR)#g' \
 	    -e 's#@DOCDIR@#$(DOCDIR)#g' conf/wsechod.service > $(DESTDIR)$(UNITDIR)/wsechod.service
-	install -D -m 0644 conf/wsechod.logrotate $(DESTDIR)$(SYSCONFDIR)/logrotate.d/wsechod
+	install -D -m 0644 conf/wsechod.sysusers $(DESTDIR)$(SYSUSERSDIR)/wsechod.conf
+	install -D -m 0644 conf/man/wsechod.8 $(DESTDIR)$(MANDIR)/man8/wsechod.8
+	install -D -m 0644 conf/man/wsechod.yaml.5 $(DESTDIR)$(MANDIR)/man5/wsechod.yaml.5
 	install -D -m 0644 README.md $(DESTDIR)$(DOCDIR)/README.md
+	@if [ -z "$(DESTDIR)" ] && command -v systemd-sysusers >/dev/null; then \
+	  echo "systemd-sysusers $(SYSUSERSDIR)/wsechod.conf"; systemd-sysusers $(SYSUSERSDIR)/wsechod.conf; fi
+	@[ -n "$(DESTDIR)" ] || echo "install: to start it: systemctl daemon-reload && systemctl enable --now wsechod"
 
+# An /etc file goes only while identical to what make install put there.
+define remove_conf
+	@if [ -e $(1) ]; then \
+	  if cmp -s $(1) $(2); then echo "rm -f $(1)"; rm -f $(1); \
+	  else echo "uninstall: keeping $(1): it differs from the one make install installed"; fi; fi
+endef
+
+# Leaves the wsechod user (files may still belong to it), /var/log/wsechod
+# and any /etc file the operator changed.
 uninstall:
+	$(call remove_conf,$(DESTDIR)$(SYSCONFDIR)/wsechod/wsechod.yaml,$(DESTDIR)$(EXAMPLES)/wsechod.yaml)
+	$(call remove_conf,$(DESTDIR)$(SYSCONFDIR)/logrotate.d/wsechod,$(DESTDIR)$(EXAMPLES)/wsechod.logrotate)
 	rm -f $(DESTDIR)$(SBINDIR)/wsechod $(DESTDIR)$(UNITDIR)/wsechod.service \
-	      $(DESTDIR)$(SYSCONFDIR)/logrotate.d/wsechod $(DESTDIR)$(DOCDIR)/README.md \
-	      $(DESTDIR)$(SYSCONFDIR)/wsechod/wsechod.yaml
-	-rmdir $(DESTDIR)$(DOCDIR) $(DESTDIR)$(SYSCONFDIR)/wsechod 2>/dev/null
+	      $(DESTDIR)$(SYSUSERSDIR)/wsechod.conf $(DESTDIR)$(MANDIR)/man8/wsechod.8 \
+	      $(DESTDIR)$(MANDIR)/man5/wsechod.yaml.5 $(DESTDIR)$(DOCDIR)/README.md \
+	      $(DESTDIR)$(EXAMPLES)/wsechod.yaml $(DESTDIR)$(EXAMPLES)/wsechod.logrotate
+	-@rmdir $(DESTDIR)$(EXAMPLES) $(DESTDIR)$(DOCDIR) $(DESTDIR)$(SYSCONFDIR)/wsechod 2>/dev/null || true
+	@[ -n "$(DESTDIR)" ] || echo "uninstall: the wsechod user and /var/log/wsechod are left in place"
+
+# The Debian package, built with Debian's tools from a copy of the sources
+# in build/deb/wsechod-$(VERSION) (scripts/debian as its debian/): the .deb
+# lands in build/. The version is VERSION; scripts/debian/changelog must
+# have an entry for it.
+DEB_TREE := build/deb/wsechod-$(VERSION)
+deb:
+	@scripts/install-deps pkg
+	@v=$$(dpkg-parsechangelog -l scripts/debian/changelog -S Version) && [ "$$v" = "$(VERSION)" ] || \
+	  { echo "deb: scripts/debian/changelog is at $$v, VERSION is $(VERSION): add an entry for it at the top" >&2; exit 1; }
+	rm -rf build/deb
+	mkdir -p $(DEB_TREE)
+	cp -R Makefile README.md conf src modules $(DEB_TREE)/
+	cp -R scripts/debian $(DEB_TREE)/debian
+	cd $(DEB_TREE) && dpkg-buildpackage -us -uc -b -J2
+	mv build/deb/wsechod_$(VERSION)_*.deb build/
+	@ls build/wsechod_$(VERSION)_*.deb
 
 # Benchmark harness (not part of the server, not run by `make test`):
 # build/wsbench is the load generator, scripts/bench runs the comparison.

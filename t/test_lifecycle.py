@@ -116,7 +116,12 @@ def test_unit_file_passes_systemd_analyze_verify(tmp_path):
             .replace("@DOCDIR@", str(REPO)))
     path = tmp_path / "wsechod.service"
     path.write_text(unit)
-    r = subprocess.run([tool, "verify", str(path)], capture_output=True, text=True, timeout=60)
+    # Documentation= names the man pages: verify runs man on them.
+    for page, section in (("wsechod.8", "man8"), ("wsechod.yaml.5", "man5")):
+        (tmp_path / "man" / section).mkdir(parents=True, exist_ok=True)
+        shutil.copy(REPO / "conf" / "man" / page, tmp_path / "man" / section / page)
+    r = subprocess.run([tool, "verify", str(path)], capture_output=True, text=True, timeout=60,
+                       env=dict(os.environ, MANPATH=str(tmp_path / "man")))
     assert r.returncode == 0, r.stdout + r.stderr
     assert "wsechod.service" not in r.stderr, r.stderr
 
@@ -129,10 +134,15 @@ def test_make_install_and_uninstall(tmp_path):
     files = {str(p.relative_to(dest)) for p in dest.rglob("*") if p.is_file()}
     assert files == {"usr/local/sbin/wsechod", "etc/wsechod/wsechod.yaml",
                      "usr/local/lib/systemd/system/wsechod.service",
+                     "usr/local/lib/sysusers.d/wsechod.conf",
+                     "usr/local/share/man/man8/wsechod.8",
+                     "usr/local/share/man/man5/wsechod.yaml.5",
+                     "usr/local/share/doc/wsechod/examples/wsechod.yaml",
+                     "usr/local/share/doc/wsechod/examples/wsechod.logrotate",
                      "etc/logrotate.d/wsechod", "usr/local/share/doc/wsechod/README.md"}
     unit = (dest / "usr/local/lib/systemd/system/wsechod.service").read_text()
     assert "ExecStart=/usr/local/sbin/wsechod -c /etc/wsechod/wsechod.yaml" in unit
-    assert "@" not in unit.replace("$MAINPID", "")
+    assert not re.search(r"@[A-Z]+@", unit)
     conf = (dest / "etc/wsechod/wsechod.yaml").read_text()
     assert "pid_file: /run/wsechod/wsechod.pid" in conf
     r = subprocess.run(args + ["uninstall"], capture_output=True, text=True, timeout=60)
