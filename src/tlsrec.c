@@ -455,8 +455,7 @@ static int on_handshake(const struct suite *s, struct tlsrec *t, struct tlsrec_i
 {
     const uint8_t *p = in->data;
     size_t n = in->len;
-    in->data = NULL;
-    in->len = 0;
+    in->len = 0; /* nothing for the caller; data still points into the record */
     if (n == 0 || p[0] != 24 || n < 4)
         return refuse(t, in, TLSREC_UNEXPECTED_MESSAGE);
     if (p[1] != 0 || p[2] != 0 || p[3] != 1)

@@ -100,7 +100,8 @@ struct tlsrec {
 };
 
 /* What tlsrec_unprotect / tlsrec_open found. data points into the record
- * (decrypted in place), valid while the caller's buffer is. */
+ * (decrypted in place), valid while the caller's buffer is; NULL only with
+ * TLSREC_ERROR, TLSREC_ALERT and TLSREC_EOF. */
 struct tlsrec_in {
     uint8_t *data;           /* application data (len may be 0) */
     size_t len;
