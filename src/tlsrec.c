@@ -4,7 +4,6 @@
 #include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
-#include <openssl/kdf.h>
 #include <openssl/ssl.h>
 #include <string.h>
 #include <zlib.h>
@@ -57,7 +56,7 @@ static const struct suite *suite_of(uint16_t id)
  * (a read of several, a long write) pay the key schedule once. */
 static struct {
     int ready;
-    EVP_KDF_CTX *kdf;
+    EVP_MAC_CTX *hmac[2];               /* HMAC-SHA256, HMAC-SHA384 */
     EVP_CIPHER *cipher[NSUITES];
     EVP_CIPHER_CTX *ctx[NSUITES][2];    /* [suite][0: opens, 1: seals] */
     uint8_t key[NSUITES][2][32];        /* the key each holds */
@@ -71,20 +70,35 @@ void tlsrec_cleanup(void)
         EVP_CIPHER_CTX_free(W.ctx[i][1]);
         EVP_CIPHER_free(W.cipher[i]);
     }
-    EVP_KDF_CTX_free(W.kdf);
+    EVP_MAC_CTX_free(W.hmac[0]);
+    EVP_MAC_CTX_free(W.hmac[1]);
     OPENSSL_cleanse(&W, sizeof(W));
     memset(&W, 0, sizeof(W));
 }
 
+/* An HMAC context with its digest set, to be keyed per use. */
+static EVP_MAC_CTX *hmac_new(EVP_MAC *mac, const char *md)
+{
+    OSSL_PARAM p[] = { OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)md, 0),
+                       OSSL_PARAM_construct_end() };
+    EVP_MAC_CTX *c = mac ? EVP_MAC_CTX_new(mac) : NULL; /* which holds a reference */
+    if (c != NULL && EVP_MAC_CTX_set_params(c, p) != 1) {
+        EVP_MAC_CTX_free(c);
+        c = NULL;
+    }
+    return c;
+}
+
 int tlsrec_setup(void)
 {
-    EVP_KDF *kdf;
+    EVP_MAC *mac;
     if (W.ready)
         return 0;
-    kdf = EVP_KDF_fetch(NULL, "HKDF", NULL);
-    W.kdf = kdf ? EVP_KDF_CTX_new(kdf) : NULL; /* which holds a reference */
-    EVP_KDF_free(kdf);
-    W.ready = W.kdf != NULL;
+    mac = EVP_MAC_fetch(NULL, "HMAC", NULL);
+    W.hmac[0] = hmac_new(mac, "SHA256");
+    W.hmac[1] = hmac_new(mac, "SHA384");
+    EVP_MAC_free(mac);
+    W.ready = W.hmac[0] && W.hmac[1];
     for (size_t i = 0; i < NSUITES; i++) {
         W.cipher[i] = EVP_CIPHER_fetch(NULL, suites[i].cipher, NULL);
         W.ctx[i][0] = EVP_CIPHER_CTX_new();
@@ -107,7 +121,10 @@ static EVP_CIPHER_CTX *keyed(const struct suite *s, int enc, const uint8_t *key,
     if (W.keyed[i][enc] && CRYPTO_memcmp(W.key[i][enc], key, s->key_len) == 0)
         return EVP_CipherInit_ex2(c, NULL, NULL, nonce, enc, NULL) == 1 ? c : NULL;
     W.keyed[i][enc] = 0;
-    if (EVP_CipherInit_ex2(c, W.cipher[i], key, nonce, enc, NULL) != 1)
+    /* Naming the cipher again would make OpenSSL free and allocate the
+     * provider's context: a new key only needs its key schedule. */
+    if (EVP_CipherInit_ex2(c, EVP_CIPHER_CTX_get0_cipher(c) ? NULL : W.cipher[i], key, nonce,
+                           enc, NULL) != 1)
         return NULL;
     memcpy(W.key[i][enc], key, s->key_len);
     W.keyed[i][enc] = 1;
@@ -123,32 +140,33 @@ static void make_nonce(const struct tlsrec_dir *d, uint8_t nonce[12])
 
 /* ---- Keys (RFC 8446 7.1, 7.3) ------------------------------------------- */
 
-/* HKDF-Expand-Label(secret, label, "", n). 0, or -1. */
+/* HKDF-Expand-Label(secret, label, "", n). Every length asked here is at
+ * most the hash's, so HKDF-Expand is its first block alone (RFC 5869 2.3):
+ * HMAC(secret, HkdfLabel || 0x01). 0, or -1. */
 static int expand_label(const struct suite *s, const uint8_t *secret, const char *label,
                         uint8_t *out, size_t n)
 {
-    uint8_t info[2 + 1 + 6 + 16 + 1];
-    size_t ll = strlen(label);
-    int mode = EVP_KDF_HKDF_MODE_EXPAND_ONLY;
-    OSSL_PARAM p[5];
+    EVP_MAC_CTX *m = W.hmac[s->hash_len == 48];
+    uint8_t info[2 + 1 + 6 + 16 + 1 + 1], t[48];
+    size_t ll = strlen(label), tl = 0;
+    int r = -1;
     info[0] = (uint8_t)(n >> 8);
     info[1] = (uint8_t)n;
     info[2] = (uint8_t)(6 + ll);
     memcpy(info + 3, "tls13 ", 6);
     memcpy(info + 9, label, ll);
-    info[9 + ll] = 0; /* no context */
-    p[0] = OSSL_PARAM_construct_int(OSSL_KDF_PARAM_MODE, &mode);
-    p[1] = OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST, (char *)s->md, 0);
-    p[2] = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_KEY, (void *)secret, s->hash_len);
-    p[3] = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_INFO, info, 10 + ll);
-    p[4] = OSSL_PARAM_construct_end();
-    /* A reset drops the previous call's key and info (3.0's HKDF would
-     * otherwise add this info to that one). */
-    EVP_KDF_CTX_reset(W.kdf);
-    if (EVP_KDF_derive(W.kdf, out, n, p) == 1)
-        return 0;
-    ERR_clear_error();
-    return -1;
+    info[9 + ll] = 0;  /* no context */
+    info[10 + ll] = 1; /* the block's counter */
+    if (n <= s->hash_len && EVP_MAC_init(m, secret, s->hash_len, NULL) == 1 &&
+        EVP_MAC_update(m, info, 11 + ll) == 1 && EVP_MAC_final(m, t, &tl, sizeof(t)) == 1 &&
+        tl == s->hash_len) {
+        memcpy(out, t, n);
+        r = 0;
+    }
+    OPENSSL_cleanse(t, sizeof(t));
+    if (r < 0)
+        ERR_clear_error();
+    return r;
 }
 
 /* d from secret, at seq; d is left as it was on failure. */
@@ -266,7 +284,8 @@ size_t tlsrec_seal_size(const struct tlsrec *t, uint8_t type, size_t n)
         return 0;
     if (n > SIZE_MAX / 2)
         return SIZE_MAX;
-    return n + records(n) * TLSREC_OVERHEAD + (keyupdate_first(t, type) ? TLSREC_KEYUPDATE_SIZE : 0);
+    return n + records(n) * TLSREC_OVERHEAD +
+           (keyupdate_first(t, type) ? TLSREC_KEYUPDATE_SIZE : 0);
 }
 
 static int keyupdate(const struct suite *s, struct tlsrec *t, uint8_t *out)
@@ -460,12 +479,10 @@ static int on_handshake(const struct suite *s, struct tlsrec *t, struct tlsrec_i
         return refuse(t, in, TLSREC_UNEXPECTED_MESSAGE);
     if (p[1] != 0 || p[2] != 0 || p[3] != 1)
         return refuse(t, in, TLSREC_DECODE_ERROR); /* a KeyUpdate is one byte */
-    if (n < 5)
+    if (n != 5) /* split, or not at the record's end (as OpenSSL, before its value) */
         return refuse(t, in, TLSREC_UNEXPECTED_MESSAGE);
     if (p[4] > 1)
         return refuse(t, in, TLSREC_ILLEGAL_PARAMETER); /* 4.6.3 */
-    if (n > 5)
-        return refuse(t, in, TLSREC_UNEXPECTED_MESSAGE);
     if (ratchet(s, &t->rd) < 0)
         return refuse(t, in, TLSREC_INTERNAL_ERROR);
     if (p[4] == 0)

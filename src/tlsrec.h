@@ -11,7 +11,8 @@
  *   direction, keyed per call (and not re-keyed when the same key comes
  *   twice in a row).
  * - Keys come from traffic secrets as RFC 8446 7.1 and 7.3 derive them
- *   (HKDF-Expand-Label "key", "iv"; "traffic upd" for a KeyUpdate).
+ *   (HKDF-Expand-Label "key", "iv"; "traffic upd" for a KeyUpdate), with
+ *   one HMAC context per hash, also per process.
  * - Seal: content into records of at most 2^14 bytes each, written straight
  *   into the caller's buffer (tlsrec_seal_size says how much it needs).
  * - Open: tlsrec_peek frames a record from its header (and refuses a bad
@@ -110,7 +111,7 @@ struct tlsrec_in {
 };
 
 /* Once per process, before the first record (else the first call does it):
- * the ciphers and HKDF are fetched. 0, or -1. tlsrec_cleanup frees them. */
+ * the ciphers and HMAC are fetched. 0, or -1. tlsrec_cleanup frees them. */
 int  tlsrec_setup(void);
 void tlsrec_cleanup(void);
 
