@@ -1024,6 +1024,61 @@ static void after_the_handshake(uint16_t suite, int flush)
     SSL_CTX_free(cctx);
 }
 
+static int accept_any(int ok, X509_STORE_CTX *x)
+{
+    (void)ok, (void)x;
+    return 1; /* self-signed: nothing to check */
+}
+
+/* A handshake of another shape, taken and used both ways. */
+static int taken_and_used(SSL_CTX *sctx, SSL_CTX *cctx, SSL_SESSION *sess, uint32_t seed,
+                          int *reused)
+{
+    struct peer p;
+    int good;
+    peer_start(&p, sctx, cctx);
+    if (sess != NULL)
+        SSL_set_session(p.client, sess);
+    good = handshake(&p);
+    *reused = SSL_session_reused(p.server) == 1;
+    good = good && take(&p) == TLSREC_OK && exchange(&p, 5000, seed);
+    peer_end(&p);
+    return good;
+}
+
+/* Resumed with the ticket of a first handshake; after a HelloRetryRequest
+ * (the server wants P-384, the client's first key share is X25519); with
+ * the client's certificate (Certificate, CertificateVerify before its
+ * Finished). The counts start at the Finished whatever came before it. */
+static void handshake_shapes(uint16_t suite)
+{
+    const char *sn = suite_name(suite);
+    SSL_CTX *sctx = server_ctx(suite, 1, 0), *cctx = client_ctx(suite, 0);
+    SSL_SESSION *sess;
+    struct peer p;
+    uint8_t b;
+    int err, reused;
+    tlsrec_capture_attach(sctx);
+    peer_start(&p, sctx, cctx);
+    handshake(&p);
+    take(&p);
+    cli_read(&p, &b, 1, &err); /* the ticket */
+    sess = SSL_SESSION_dup(SSL_get0_session(p.client)); /* the client is freed unclosed */
+    peer_end(&p);
+    ok(sess != NULL && taken_and_used(sctx, cctx, sess, 21, &reused) && reused,
+       "%s: a resumed handshake: taken, both ways", sn);
+    SSL_SESSION_free(sess);
+    SSL_CTX_set1_groups_list(sctx, "P-384");
+    ok(taken_and_used(sctx, cctx, NULL, 22, &reused), "%s: after a HelloRetryRequest", sn);
+    SSL_CTX_set1_groups_list(sctx, "X25519:P-256:P-384");
+    SSL_CTX_set_verify(sctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, accept_any);
+    if (!SSL_CTX_use_certificate(cctx, cert) || !SSL_CTX_use_PrivateKey(cctx, pkey))
+        die("client certificate");
+    ok(taken_and_used(sctx, cctx, NULL, 23, &reused), "%s: with the client's certificate", sn);
+    SSL_CTX_free(sctx);
+    SSL_CTX_free(cctx);
+}
+
 /* A handshake without tickets, taken at once. */
 static void fresh(struct peer *p, uint16_t suite, SSL_CTX **sctx, SSL_CTX **cctx)
 {
@@ -1167,6 +1222,7 @@ int main(void)
         after_the_handshake(all_suites[i], 0);
         after_the_handshake(all_suites[i], 1);
         tampering(all_suites[i]);
+        handshake_shapes(all_suites[i]);
     }
     refusals();
     server_context();
