@@ -47,11 +47,11 @@
 
 enum {
     TLSREC_OK = 0,
-    TLSREC_ERROR = -1,       /* send the alert given (tlsrec_seal_alert), then close */
+    TLSREC_ERROR = -1,       /* failed; from open: send its alert (tlsrec_seal_alert), close */
     TLSREC_AGAIN = -2,       /* not yet: more bytes (peek), or OpenSSL is mid-way (capture) */
     TLSREC_EOF = -3,         /* the peer's close_notify */
     TLSREC_ALERT = -4,       /* the peer's alert (given): close, say nothing */
-    TLSREC_KEYUPDATE = 1,    /* handled; the peer asked for our KeyUpdate: it is owed */
+    TLSREC_KEYUPDATE = 1,    /* opened; the peer asked for our KeyUpdate, now owed */
 };
 
 enum { TLSREC_CT_ALERT = 21, TLSREC_CT_HANDSHAKE = 22, TLSREC_CT_APPLICATION_DATA = 23 };
@@ -166,18 +166,20 @@ void tlsrec_export(const struct tlsrec *t, uint8_t blob[TLSREC_BLOB_SIZE]);
 int  tlsrec_import(struct tlsrec *t, const uint8_t blob[TLSREC_BLOB_SIZE]);
 
 /* Makes ctx's TLS 1.3 server handshakes capturable: a keylog callback
- * (after any already set, which still gets every line) and ctx's message
+ * (one already set is called first, with every line) and ctx's message
  * callback (OpenSSL cannot say whether one was set: it is replaced). An
  * SSL that SNI moves to another context needs that one attached too.
  * Secrets are kept per SSL until taken or the SSL is freed. 0, or -1. */
 int  tlsrec_capture_attach(SSL_CTX *ctx);
 /* The record layer of server ssl, whose TLS 1.3 handshake is done, into t;
  * ssl must then neither read nor write again (free it). TLSREC_OK (the
- * secrets kept for ssl are wiped and freed); TLSREC_AGAIN: OpenSSL holds
- * input or output, or is sending a post-handshake message (try after its
- * next call that completed); TLSREC_ERROR: never (not TLS 1.3, not a
- * server, not captured, shut down). The caller must not take while its
- * last SSL_write is unfinished (OpenSSL would hold part of a record). */
+ * secrets kept for ssl are wiped and freed); TLSREC_AGAIN: not yet (the
+ * handshake is not done, OpenSSL holds input, even a record's header
+ * alone, or must send a KeyUpdate asking for one); TLSREC_ERROR: it never
+ * will be (not TLS 1.3, not a server, no capture, shut down). A KeyUpdate
+ * OpenSSL owes the client becomes ours (TLSREC_KU_OWED). The caller must
+ * not take while its last SSL_write is unfinished: OpenSSL would hold part
+ * of a record that SSL_want_write no longer shows once SSL_read ran. */
 int  tlsrec_capture_take(SSL *ssl, struct tlsrec *t);
 
 #endif
