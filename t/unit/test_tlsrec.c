@@ -1163,6 +1163,14 @@ static void refusals(void)
     ok(take(&p) == TLSREC_AGAIN, "mid-handshake (the client's Finished not read): not yet");
     ok(handshake(&p) && take(&p) == TLSREC_OK, "... and once it is done: taken");
     peer_end(&p);
+    peer_start(&p, sctx, cctx);
+    handshake(&p);
+    SSL_key_update(p.server, SSL_KEY_UPDATE_REQUESTED);
+    ok(take(&p) == TLSREC_AGAIN, "OpenSSL about to ask for a KeyUpdate: not yet");
+    SSL_do_handshake(p.server); /* sends it */
+    ok(take(&p) == TLSREC_OK && exchange(&p, 1000, 31) && p.asked == 0,
+       "... once it has asked: taken; the client's answer reaches us");
+    peer_end(&p);
     SSL_CTX_free(sctx);
     SSL_CTX_free(cctx);
 }
