@@ -117,6 +117,7 @@ static void put_tls(FILE *out, const struct config_tls *t)
     key_str(out, in, "ciphersuites", t->ciphersuites ? t->ciphersuites
                                                      : tls_default_ciphersuites());
     fprintf(out, "%ssession_tickets: %s\n", in, t->session_tickets ? "on" : "off");
+    fprintf(out, "%srecords: %s\n", in, t->own_records ? "wsechod" : "openssl");
 }
 
 static void put_listen(FILE *out, const struct config *cf)

@@ -29,6 +29,7 @@ struct config_tls {
     char *ciphers;              /* TLS 1.2 list; NULL: Mozilla "intermediate" */
     char *ciphersuites;         /* TLS 1.3; NULL: OpenSSL's default */
     int session_tickets;
+    int own_records;            /* records: wsechod (TLS 1.3 records kept by us, tlsown.h) */
     void *ctx;                  /* SSL_CTX of main */
     void **extra_ctx;           /* SSL_CTX of each extra */
 };

@@ -142,8 +142,17 @@ static int tls_key(struct parse *p, yaml_node_t *kn, yaml_node_t *vn, struct con
         t->session_tickets = strcmp(s, "on") == 0 || strcmp(s, "true") == 0;
         return 0;
     }
+    if (strcmp(name, "records") == 0) {
+        const char *s = conf_scalar(p, vn, "tls.records");
+        if (s == NULL)
+            return -1;
+        if (strcmp(s, "wsechod") && strcmp(s, "openssl"))
+            return conf_fail(p, vn, "tls.records: expected wsechod or openssl, got '%s'", s);
+        t->own_records = strcmp(s, "wsechod") == 0;
+        return 0;
+    }
     return conf_fail(p, kn, "tls: unknown key '%s' (certificate, key, certificates, protocols, "
-                     "ciphers, ciphersuites, session_tickets)", name);
+                     "ciphers, ciphersuites, session_tickets, records)", name);
 }
 
 static int parse_tls(struct parse *p, yaml_node_t *n, struct config_tls **out)
@@ -155,6 +164,7 @@ static int parse_tls(struct parse *p, yaml_node_t *n, struct config_tls **out)
     t->min_version = 12;
     t->max_version = 13;
     t->session_tickets = 1;
+    t->own_records = 1;
     snprintf(t->file, sizeof(t->file), "%s", p->file);
     if (n->type != YAML_MAPPING_NODE)
         return conf_fail(p, n, "tls: expected a mapping with certificate and key");

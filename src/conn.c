@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <openssl/crypto.h>
 
 #include "alog.h"
 #include "config.h"
@@ -17,6 +18,7 @@
 #include "sock.h"
 #include "stats.h"
 #include "tls.h"
+#include "tlsown.h"
 #include "ws.h"
 
 /* A lingering peer may send this much before we stop being polite. */
@@ -581,13 +583,23 @@ static uint32_t silent_ms(const struct conn *c)
     return heard < now ? (uint32_t)(now - heard) : 0;
 }
 
+/* The keys of the last export: wiped once it is sent (conn_export_wipe). */
+static uint8_t tls_state[TLSOWN_STATE_SIZE];
+
+void conn_export_wipe(void)
+{
+    OPENSSL_cleanse(tls_state, sizeof(tls_state));
+}
+
 int conn_export(struct conn *c, struct handoff_conn *hc, uint8_t *state, size_t cap)
 {
     static uint8_t tally[HANDOFF_TALLY_MAX]; /* hc->tally: valid until the next export */
-    static uint8_t windows[PMD_CTX_MAX];     /* and the section of windows */
+    static uint8_t windows[PMD_CTX_MAX];     /* and the sections of windows, */
     struct pmd_params pp;
-    /* TLS connections stay where their keys are until they drain. */
-    if (c->state != CONN_WS || c->queue == CONN_Q_CLOSING || !sock_plain(&c->s))
+    /* Only OpenSSL's TLS connections (TLS 1.2, records: openssl) stay
+     * where their keys are until they drain; ours travel (tlsown.h). */
+    if (c->state != CONN_WS || c->queue == CONN_Q_CLOSING ||
+        (!sock_plain(&c->s) && tlsown_export(&c->s, tls_state) < 0))
         return -1;
     hc->state_len = cap;
     int r = ws_export(c->ws, state, &hc->state_len);
@@ -606,9 +618,13 @@ int conn_export(struct conn *c, struct handoff_conn *hc, uint8_t *state, size_t 
     hc->pmd = pmd_params_pack(&pp);
     hc->tally = tally;
     hc->tally_len = ws_tally_export(c->ws, tally, sizeof(tally));
+    hc->nsec = 0;
     hc->sec[0] = (struct handoff_section){ HANDOFF_SEC_PMD, windows,
                                            ws_pmd_export(c->ws, windows, sizeof(windows)) };
-    hc->nsec = hc->sec[0].len > 0;
+    hc->nsec += hc->sec[0].len > 0;
+    if (!sock_plain(&c->s))
+        hc->sec[hc->nsec++] = (struct handoff_section){ HANDOFF_SEC_TLS, tls_state,
+                                                        sizeof(tls_state) };
     return 0;
 }
 
@@ -651,6 +667,19 @@ void conn_close_with(struct conn *c, uint16_t code, const char *reason)
         conn_close(c);
     else
         linger_step(c);
+}
+
+int conn_adopt_tls(struct conn *c, const struct handoff_conn *hc)
+{
+    for (size_t i = 0; i < hc->nsec; i++) {
+        if (hc->sec[i].type == HANDOFF_SEC_TLS &&
+            tlsown_import(&c->s, hc->sec[i].p, hc->sec[i].len) < 0) {
+            sock_reset_on_close(&c->s);
+            conn_close(c);
+            return -1;
+        }
+    }
+    return 0;
 }
 
 /* What was agreed with the peer is kept, whatever our config says now;

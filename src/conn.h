@@ -81,9 +81,12 @@ void conn_shed(struct conn *c);
  * when fn returns non-zero. fn may release the connection it is given. */
 void conn_visit_open(struct conn_env *env, int (*fn)(struct conn *c, void *arg), void *arg);
 /* Fills hc (state[0..cap) receives the module's state) if c is at a clean
- * point to move: 0; -1 not now; -2 never (its module cannot move). The
- * access log's record hc->tally points to is valid until the next call. */
+ * point to move: 0; -1 not now (or never: TLS records OpenSSL keeps); -2
+ * never (its module cannot move). What hc's tally and sections point to
+ * is valid until the next call; conn_export_wipe erases the TLS keys of
+ * the last one, once it is sent (or not). */
 int  conn_export(struct conn *c, struct handoff_conn *hc, uint8_t *state, size_t cap);
+void conn_export_wipe(void);
 /* c lives on in another worker: forget it without a word to the peer. */
 void conn_release(struct conn *c);
 /* c cannot move: close it as a reload without handoff would (1012). */
@@ -93,6 +96,10 @@ struct config_route;
  * caller's, on failure); then either its WebSocket goes on (-1: out of
  * memory, c is closed), or it is closed with a close frame. */
 struct conn *conn_adopt_new(struct conn_env *env, int fd);
+/* Its TLS records, if hc carries them, before anything is read or said:
+ * 0 (or none came), -1 if they are not valid (c is reset and closed:
+ * nothing can be said to it). */
+int  conn_adopt_tls(struct conn *c, const struct handoff_conn *hc);
 int  conn_start_ws(struct conn *c, const struct config_route *r, const struct handoff_conn *hc);
 void conn_close_with(struct conn *c, uint16_t code, const char *reason);
 const char *conn_peer_name(const struct conn *c, char *buf, size_t len);

@@ -82,6 +82,7 @@ static void try_move(struct conn *c, void *arg)
     if (r < 0)
         return; /* not at a clean point: tried again after its next run */
     r = send_any(m, &hc);
+    conn_export_wipe();
     if (r < 0)
         STATS_ADD(stats_me->c.handoffs_failed, 1);
     if (r == 0) {
@@ -167,6 +168,11 @@ int migrate_adopt(struct conn_env *env, const struct handoff_conn *hc)
         return -1;
     }
     STATS_ADD(stats_me->c.handoffs_in, 1);
+    if (conn_adopt_tls(c, hc) < 0) {
+        /* Nothing can be said to it without its keys, not even a close. */
+        log_error("a handed-over wss connection's record state is not valid: dropped");
+        return -1;
+    }
     if (r == NULL) {
         log_info("handed-over connection from %s: path %.*s no longer routed, closing with 1012",
                  conn_peer_name(c, peer, sizeof(peer)), (int)hc->path_len, hc->path);

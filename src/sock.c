@@ -55,7 +55,7 @@ static ssize_t plain_send(struct sock *s, const void *buf, size_t len)
 }
 
 static const struct sock_backend plain = {
-    plain_recv, plain_send, NULL, NULL, NULL, NULL, NULL, 0, 1,
+    .recv = plain_recv, .send = plain_send, .short_read_drains = 1,
 };
 
 #define MAX_BACKENDS 4
@@ -171,7 +171,8 @@ int sock_event(struct sock *s, uint32_t events)
         s->failed = 1;
     if (events & (EPOLLRDHUP | EPOLLHUP))
         s->peer_fin = 1;
-    if (!s->failed && (events & EPOLLOUT) && s->out != NULL)
+    if (!s->failed && (events & EPOLLOUT) &&
+        (s->out != NULL || (be(s)->flush != NULL && be(s)->wants_write(s))))
         (void)sock_flush(s);
     return s->failed ? SOCK_ERROR : SOCK_OK;
 }
@@ -414,8 +415,8 @@ static int want_write(struct sock *s, int on)
 int sock_flush(struct sock *s)
 {
     struct sock_out *o = s->out;
-    if (s->failed)
-        return SOCK_ERROR;
+    if (s->failed || (be(s)->flush != NULL && be(s)->flush(s) < 0))
+        return s->failed = 1, SOCK_ERROR;
     if (o != NULL) {
         ssize_t n = send_some(s, o->data + o->pos, o->len - o->pos);
         if (n < 0)

@@ -55,6 +55,10 @@ struct sock_backend {
     /* Optional, for backends whose reads are not the kernel's: after a
      * read, whether the kernel had no more and the backend holds nothing. */
     int (*drained)(const struct sock *s);
+    /* Optional, for backends that keep bytes of their own to write (a
+     * record the kernel took part of): pushes them, before anything queued
+     * here. 0 (pushed, or still waiting: wants_write says), -1 failed. */
+    int (*flush)(struct sock *s);
     /* What one connection of this backend holds besides our buffers
      * (measured), counted in mem.h like them. */
     size_t conn_bytes;
@@ -82,6 +86,8 @@ struct sock {
     uint8_t shut_wr : 1;        /* our FIN is sent */
     uint8_t be_drained : 1;     /* the backend's: its last kernel read was short */
     uint8_t be_mark : 1;        /* the backend's: its handshake was counted */
+    uint8_t be_busy : 1;        /* the backend's: a write it must finish */
+    uint8_t be_final : 1;       /* the backend's: it stays (no record layer of ours) */
 };
 
 /* Once per worker, before any socket. */

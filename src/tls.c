@@ -17,6 +17,8 @@
 #include "log.h"
 #include "sock.h"
 #include "stats.h"
+#include "tlsown.h"
+#include "tlsrec.h"
 
 /* Mozilla's "intermediate" TLS 1.2 list (TLS 1.3 suites are separate). */
 #define TLS12_CIPHERS "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:" \
@@ -40,6 +42,7 @@ static struct {
 } K;
 
 static int backend_index = -1;
+static int own_records_ok;      /* tlsown's backend is set up in this process */
 /* OpenSSL wrote, or tried to, since the BIO was last bound (bound). */
 static int bio_wrote;
 
@@ -208,6 +211,9 @@ static int settings(SSL_CTX *ctx, const struct config_tls *t, const struct confi
         SSL_CTX_set_num_tickets(ctx, 1);
         SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, on_ticket);
     }
+    /* Every context a handshake may end in (SNI's too) hands its keys over. */
+    if (t->own_records && tlsrec_capture_attach(ctx) < 0)
+        return cert_fail(t, c, err, "records", "wsechod", ssl_reason(why, sizeof(why)));
     return 0;
 }
 
@@ -376,17 +382,50 @@ static void count_handshake(struct sock *s)
               1);
 }
 
+/* Once OpenSSL holds nothing either way (its read said "want read", its
+ * last write was whole), a TLS 1.3 connection's records become ours and
+ * the SSL goes (tlsown.h); TLS 1.2, or records: openssl, stays here. */
+static void take_records(struct sock *s)
+{
+    struct tlsrec r;
+    int rc = tlsrec_capture_take(s->be_data, &r);
+    if (rc == TLSREC_AGAIN)
+        return;
+    if (rc != TLSREC_OK) {
+        s->be_final = 1;
+        ERR_clear_error();
+        return;
+    }
+    SSL_free(s->be_data);
+    s->be_data = NULL;
+    if (tlsown_start(s, &r) < 0) {
+        log_error("out of memory for a TLS connection's records");
+        s->failed = 1;
+        sock_set_backend(s, 0, NULL); /* nothing of OpenSSL's is left to free */
+    }
+    tlsrec_clear(&r);
+}
+
 static ssize_t tls_recv(struct sock *s, void *buf, size_t len)
 {
     int n = SSL_read(bound(s), buf, len > INT32_MAX ? INT32_MAX : (int)len);
     if (!s->be_mark && SSL_is_init_finished((SSL *)s->be_data))
         count_handshake(s);
-    return n > 0 ? n : ssl_result(s, s->be_data, n);
+    if (n > 0)
+        return n;
+    ssize_t r = ssl_result(s, s->be_data, n);
+    if (r < 0 && errno == EAGAIN && own_records_ok && s->be_mark && !s->be_final && !s->be_busy &&
+        !SSL_want_write((SSL *)s->be_data)) {
+        take_records(s);
+        errno = EAGAIN;
+    }
+    return r;
 }
 
 static ssize_t tls_send(struct sock *s, const void *buf, size_t len)
 {
     int n = SSL_write(bound(s), buf, len > INT32_MAX ? INT32_MAX : (int)len);
+    s->be_busy = n <= 0; /* OpenSSL may hold part of a record: it is to be called again */
     return n > 0 ? n : ssl_result(s, s->be_data, n);
 }
 
@@ -500,13 +539,17 @@ static SSL *bound(struct sock *s)
 }
 
 static const struct sock_backend tls_backend = {
-    tls_recv, tls_send, tls_shutdown, tls_free, tls_wants_write, tls_handshaken, tls_drained,
-    TLS_CONN_BYTES, 0,
+    .recv = tls_recv, .send = tls_send, .shutdown = tls_shutdown, .free = tls_free,
+    .wants_write = tls_wants_write, .handshaken = tls_handshaken, .drained = tls_drained,
+    .conn_bytes = TLS_CONN_BYTES,
 };
 
 void tls_setup(void)
 {
     backend_index = sock_backend_add(&tls_backend);
+    own_records_ok = tlsown_setup() == 0;
+    if (!own_records_ok)
+        log_error("TLS records of our own are unavailable: OpenSSL keeps them");
 }
 
 int tls_accept(struct sock *s, const struct config_tls *t)
