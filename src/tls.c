@@ -402,8 +402,10 @@ static void take_records(struct sock *s)
         log_error("out of memory for a TLS connection's records");
         s->failed = 1;
         sock_set_backend(s, 0, NULL); /* nothing of OpenSSL's is left to free */
+        tlsrec_clear(&r);
+    } else {
+        OPENSSL_cleanse(&r, sizeof(r)); /* a copy: its keys live on in the connection */
     }
-    tlsrec_clear(&r);
 }
 
 static ssize_t tls_recv(struct sock *s, void *buf, size_t len)

@@ -5,6 +5,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
+#include <openssl/crypto.h>
 
 #include "log.h"
 #include "mem.h"
@@ -398,6 +399,6 @@ int tlsown_import(struct sock *s, const uint8_t *blob, size_t len)
     if (len != TLSOWN_STATE_SIZE || tlsrec_import(&r, blob) < 0)
         return -1;
     int rc = tlsown_start(s, &r);
-    tlsrec_clear(&r);
+    OPENSSL_cleanse(&r, sizeof(r)); /* a copy: its keys live on in the connection */
     return rc;
 }

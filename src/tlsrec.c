@@ -50,24 +50,42 @@ static const struct suite *suite_of(uint16_t id)
 
 /* ---- The process's contexts --------------------------------------------- */
 
-/* One cipher context per suite and direction serves every connection: a
- * context of its own would be most of what an idle connection costs. Each
- * remembers the key it holds, so the records of one connection in a row
- * (a read of several, a long write) pay the key schedule once. */
+/* Cipher contexts are the process's, not the connections': one of its own
+ * would be most of what an idle connection costs. Per suite and direction
+ * a small table of them, each remembering the key it holds (the slot is
+ * the key's first bytes, uniformly random), so the records of active
+ * connections find their key schedule done: a key schedule and GCM's table
+ * cost twice what setting a nonce does, per record. A slot a new key
+ * lands on is simply re-keyed; a connection's keys leave the table when
+ * it ends (tlsrec_clear). */
+#define CTX_SLOTS 256
+
+struct slot {
+    EVP_CIPHER_CTX *c;
+    uint8_t key[32];
+    uint8_t keyed;
+};
+
 static struct {
     int ready;
     EVP_MAC_CTX *hmac[2];               /* HMAC-SHA256, HMAC-SHA384 */
     EVP_CIPHER *cipher[NSUITES];
-    EVP_CIPHER_CTX *ctx[NSUITES][2];    /* [suite][0: opens, 1: seals] */
-    uint8_t key[NSUITES][2][32];        /* the key each holds */
-    uint8_t keyed[NSUITES][2];
+    struct slot slot[NSUITES][2][CTX_SLOTS]; /* [suite][0: opens, 1: seals][key] */
 } W;
+
+static struct slot *slot_of(size_t suite, int enc, const uint8_t *key)
+{
+    uint32_t h;
+    memcpy(&h, key, sizeof(h));
+    return &W.slot[suite][enc][h % CTX_SLOTS];
+}
 
 void tlsrec_cleanup(void)
 {
     for (size_t i = 0; i < NSUITES; i++) {
-        EVP_CIPHER_CTX_free(W.ctx[i][0]);
-        EVP_CIPHER_CTX_free(W.ctx[i][1]);
+        for (int e = 0; e < 2; e++)
+            for (size_t k = 0; k < CTX_SLOTS; k++)
+                EVP_CIPHER_CTX_free(W.slot[i][e][k].c);
         EVP_CIPHER_free(W.cipher[i]);
     }
     EVP_MAC_CTX_free(W.hmac[0]);
@@ -101,9 +119,7 @@ int tlsrec_setup(void)
     W.ready = W.hmac[0] && W.hmac[1];
     for (size_t i = 0; i < NSUITES; i++) {
         W.cipher[i] = EVP_CIPHER_fetch(NULL, suites[i].cipher, NULL);
-        W.ctx[i][0] = EVP_CIPHER_CTX_new();
-        W.ctx[i][1] = EVP_CIPHER_CTX_new();
-        W.ready &= W.cipher[i] && W.ctx[i][0] && W.ctx[i][1];
+        W.ready &= W.cipher[i] != NULL;
     }
     if (W.ready)
         return 0;
@@ -117,18 +133,35 @@ static EVP_CIPHER_CTX *keyed(const struct suite *s, int enc, const uint8_t *key,
                              const uint8_t nonce[12])
 {
     size_t i = (size_t)(s - suites);
-    EVP_CIPHER_CTX *c = W.ctx[i][enc];
-    if (W.keyed[i][enc] && CRYPTO_memcmp(W.key[i][enc], key, s->key_len) == 0)
-        return EVP_CipherInit_ex2(c, NULL, NULL, nonce, enc, NULL) == 1 ? c : NULL;
-    W.keyed[i][enc] = 0;
+    struct slot *sl = slot_of(i, enc, key);
+    if (sl->keyed && CRYPTO_memcmp(sl->key, key, s->key_len) == 0)
+        return EVP_CipherInit_ex2(sl->c, NULL, NULL, nonce, enc, NULL) == 1 ? sl->c : NULL;
+    sl->keyed = 0;
+    if (sl->c == NULL && (sl->c = EVP_CIPHER_CTX_new()) == NULL)
+        return NULL;
     /* Naming the cipher again would make OpenSSL free and allocate the
      * provider's context: a new key only needs its key schedule. */
-    if (EVP_CipherInit_ex2(c, EVP_CIPHER_CTX_get0_cipher(c) ? NULL : W.cipher[i], key, nonce,
-                           enc, NULL) != 1)
+    if (EVP_CipherInit_ex2(sl->c, EVP_CIPHER_CTX_get0_cipher(sl->c) ? NULL : W.cipher[i], key,
+                           nonce, enc, NULL) != 1)
         return NULL;
-    memcpy(W.key[i][enc], key, s->key_len);
-    W.keyed[i][enc] = 1;
-    return c;
+    memcpy(sl->key, key, s->key_len);
+    sl->keyed = 1;
+    return sl->c;
+}
+
+/* A key that is done with leaves the table: its slot is keyed anew with
+ * zeros, so that its schedule does not outlive the connection. */
+static void forget_key(const struct suite *s, int enc, const uint8_t *key)
+{
+    static const uint8_t zero[32];
+    size_t i = (size_t)(s - suites);
+    struct slot *sl = slot_of(i, enc, key);
+    if (!sl->keyed || CRYPTO_memcmp(sl->key, key, s->key_len) != 0)
+        return;
+    sl->keyed = 0;
+    OPENSSL_cleanse(sl->key, sizeof(sl->key));
+    if (EVP_CipherInit_ex2(sl->c, NULL, zero, NULL, enc, NULL) != 1)
+        ERR_clear_error();
 }
 
 static void make_nonce(const struct tlsrec_dir *d, uint8_t nonce[12])
@@ -229,6 +262,11 @@ int tlsrec_init(struct tlsrec *t, uint16_t suite, const uint8_t *rsecret, const 
 
 void tlsrec_clear(struct tlsrec *t)
 {
+    const struct suite *s = suite_of(t->suite);
+    if (s != NULL && W.ready) {
+        forget_key(s, 0, t->rd.key);
+        forget_key(s, 1, t->wr.key);
+    }
     OPENSSL_cleanse(t, sizeof(*t));
 }
 
