@@ -102,6 +102,15 @@ static int open_hex(struct tlsrec *t, const char *hex, uint8_t *buf, struct tlsr
     return tlsrec_open(t, buf, n, in);
 }
 
+/* The trace's two application traffic secrets and its 50 bytes of data. */
+static void rfc8448_inputs(uint8_t c_ap[32], uint8_t s_ap[32], uint8_t app[50])
+{
+    unhex(C_AP, c_ap);
+    unhex(S_AP, s_ap);
+    for (int i = 0; i < 50; i++)
+        app[i] = (uint8_t)i;
+}
+
 /* The server's side: keys from the secrets, its records byte for byte
  * (AEADs are deterministic), the client's opened. */
 static void rfc8448_server(void)
@@ -110,10 +119,7 @@ static void rfc8448_server(void)
     struct tlsrec s;
     struct tlsrec_in in;
     size_t n, outlen;
-    unhex(C_AP, c_ap);
-    unhex(S_AP, s_ap);
-    for (int i = 0; i < 50; i++)
-        app[i] = (uint8_t)i;
+    rfc8448_inputs(c_ap, s_ap, app);
     ok(tlsrec_init(&s, TLSREC_AES_128_GCM_SHA256, c_ap, s_ap, 32, 0, 0) == 0, "RFC 8448: init");
     unhex(S_KEY, want);
     unhex(S_IV, want + 16);
@@ -148,10 +154,7 @@ static void rfc8448_client(void)
     struct tlsrec c, c2;
     struct tlsrec_in in;
     size_t n, outlen;
-    unhex(C_AP, c_ap);
-    unhex(S_AP, s_ap);
-    for (int i = 0; i < 50; i++)
-        app[i] = (uint8_t)i;
+    rfc8448_inputs(c_ap, s_ap, app);
     tlsrec_init(&c, TLSREC_AES_128_GCM_SHA256, s_ap, c_ap, 32, 0, 0);
     c2 = c;
     unhex(NST_REC, buf);
