@@ -438,6 +438,8 @@ int sock_flush(struct sock *s)
 size_t sock_pending(const struct sock *s)
 {
     size_t n = s->out ? s->out->len - s->out->pos : 0;
+    if (be(s)->pending != NULL)
+        n += be(s)->pending(s);
     return n + (s == S.running ? S.glen : 0);
 }
 

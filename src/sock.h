@@ -59,6 +59,9 @@ struct sock_backend {
      * record the kernel took part of): pushes them, before anything queued
      * here. 0 (pushed, or still waiting: wants_write says), -1 failed. */
     int (*flush)(struct sock *s);
+    /* Optional, with flush: the bytes it keeps (counted in sock_pending, so
+     * that nothing closes the socket before they are out). */
+    size_t (*pending)(const struct sock *s);
     /* What one connection of this backend holds besides our buffers
      * (measured), counted in mem.h like them. */
     size_t conn_bytes;

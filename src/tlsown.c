@@ -325,6 +325,12 @@ static int own_wants_write(const struct sock *s)
     return ((const struct tlsown *)s->be_data)->out != NULL;
 }
 
+static size_t own_pending(const struct sock *s)
+{
+    const struct kept *k = ((const struct tlsown *)s->be_data)->out;
+    return k ? k->len - k->pos : 0;
+}
+
 static int own_handshaken(const struct sock *s)
 {
     (void)s;
@@ -357,7 +363,7 @@ static void own_free(struct sock *s)
 static const struct sock_backend own_backend = {
     .recv = own_recv, .send = own_send, .shutdown = own_shutdown, .free = own_free,
     .wants_write = own_wants_write, .handshaken = own_handshaken, .drained = own_drained,
-    .flush = own_flush, .conn_bytes = sizeof(struct tlsown) + MEM_BLOCK_OVERHEAD,
+    .flush = own_flush, .pending = own_pending, .conn_bytes = sizeof(struct tlsown) + MEM_BLOCK_OVERHEAD,
 };
 
 int tlsown_setup(void)
