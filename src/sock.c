@@ -88,7 +88,7 @@ int sock_backend_add(const struct sock_backend *b)
 
 static size_t held_now(const struct sock *s)
 {
-    size_t n = be(s)->conn_bytes;
+    size_t n = be(s)->conn_bytes + (be(s)->held != NULL ? be(s)->held(s) : 0);
     n += s->out ? sizeof(*s->out) + s->out->cap + MEM_BLOCK_OVERHEAD : 0;
     if (s->rbuf != NULL && s->rbuf != S.scratch)
         n += s->rlen + MEM_BLOCK_OVERHEAD;

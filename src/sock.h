@@ -62,6 +62,9 @@ struct sock_backend {
     /* Optional, with flush: the bytes it keeps (counted in sock_pending, so
      * that nothing closes the socket before they are out). */
     size_t (*pending)(const struct sock *s);
+    /* Optional: what the backend holds now beyond conn_bytes (its buffers),
+     * counted in mem.h with the socket's own at the end of every run. */
+    size_t (*held)(const struct sock *s);
     /* What one connection of this backend holds besides our buffers
      * (measured), counted in mem.h like them. */
     size_t conn_bytes;

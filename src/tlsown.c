@@ -331,6 +331,13 @@ static size_t own_pending(const struct sock *s)
     return k ? k->len - k->pos : 0;
 }
 
+static size_t own_held(const struct sock *s)
+{
+    const struct tlsown *t = s->be_data;
+    return (t->in ? sizeof(*t->in) + t->in->len + MEM_BLOCK_OVERHEAD : 0) +
+           (t->out ? sizeof(*t->out) + t->out->len + MEM_BLOCK_OVERHEAD : 0);
+}
+
 static int own_handshaken(const struct sock *s)
 {
     (void)s;
@@ -363,7 +370,7 @@ static void own_free(struct sock *s)
 static const struct sock_backend own_backend = {
     .recv = own_recv, .send = own_send, .shutdown = own_shutdown, .free = own_free,
     .wants_write = own_wants_write, .handshaken = own_handshaken, .drained = own_drained,
-    .flush = own_flush, .pending = own_pending, .conn_bytes = sizeof(struct tlsown) + MEM_BLOCK_OVERHEAD,
+    .flush = own_flush, .pending = own_pending, .held = own_held, .conn_bytes = sizeof(struct tlsown) + MEM_BLOCK_OVERHEAD,
 };
 
 int tlsown_setup(void)
