@@ -16,7 +16,8 @@
  *   whole state as one blob (TLSOWN_STATE_SIZE), and the receiving process
  *   goes on from it with the same keys and sequence numbers.
  * An idle connection holds sizeof its state (tlsrec's keys and sequence
- * numbers, two pointers): counted in mem.h as the backend's conn_bytes. */
+ * numbers, two pointers): the backend's conn_bytes in mem.h, where what it
+ * keeps in either direction is counted too. */
 #ifndef WSECHOD_TLSOWN_H
 #define WSECHOD_TLSOWN_H
 
