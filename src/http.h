@@ -7,7 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "pmd.h"
+#include "pmdoffer.h"
 
 struct config;
 struct config_route;

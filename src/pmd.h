@@ -1,14 +1,13 @@
-/* permessage-deflate (RFC 7692): the negotiation, and the worker's
- * compressor and decompressor.
+/* permessage-deflate (RFC 7692): the worker's compressor and decompressor,
+ * and the windows of connections that keep context (what was agreed:
+ * pmdoffer.h).
  *
- * Negotiation: the client's offers (Sec-WebSocket-Extensions, one list over
- * any number of header lines) are judged in its order; an offer with an
- * unknown, repeated or invalid parameter is declined and the next one
- * considered (RFC 7692 section 5). The first acceptable one is answered
- * with exactly what was agreed.
- *
- * Memory: one inflater and one deflater per worker serve every
- * connection, reset per message, so no zlib state is ever per connection.
+ * Engines: a message without context goes through libdeflate in one call
+ * (several times zlib's speed on everyday text); zlib's streams serve the
+ * rest: context takeover (a preset dictionary), a window below 2^15, and
+ * extremely redundant messages, where zlib's level 1 is the faster one.
+ * Memory: the engines are the worker's (one per level and window in use),
+ * reset per message, so no compressor state is ever per connection.
  * Without context takeover (the default both ways: our answer carries
  * server_no_context_takeover and client_no_context_takeover, which RFC
  * 7692 7.1.1.2 lets a server ask unoffered) an idle compressed connection
@@ -31,34 +30,10 @@
 #include <stdint.h>
 
 #include "config.h"
-
-/* What a connection agreed to; server_bits 0: no extension. */
-struct pmd_params {
-    uint8_t server_bits;        /* our compressor's window, 9..15 */
-    uint8_t client_bits;        /* the client's, 8..15: what we keep of its stream */
-    uint8_t server_takeover;    /* context kept between our messages */
-    uint8_t client_takeover;    /* between the client's */
-};
+#include "pmdoffer.h"
 
 /* A connection's windows, with context takeover in either direction. */
 struct pmd_ctx;
-
-/* One header line's value, as the request holds it. */
-struct pmd_line {
-    const char *p;
-    size_t len;
-};
-
-/* Judges the offers of lines[0..n) against cf. 1 with *out filled and the
- * response header's value (no name, no CRLF) in resp[0..cap); 0 if no
- * offer is acceptable (or the extension is off). */
-int pmd_negotiate(const struct config_pmd *cf, const struct pmd_line *lines, size_t n,
-                  struct pmd_params *out, char *resp, size_t cap);
-
-/* The 32-bit form of *pp that travels with a handoff, and back (0 for
- * anything that is not a valid agreement). */
-uint32_t pmd_params_pack(const struct pmd_params *pp);
-int pmd_params_unpack(uint32_t v, struct pmd_params *pp);
 
 /* The windows pp needs (server_history: cf's), empty until messages pass;
  * NULL if pp keeps no context either way, or out of memory. */
