@@ -19,7 +19,8 @@
 /* State a layer adds when it has some, as typed sections: a receiver that
  * meets a type it does not know refuses that connection rather than serve
  * it wrongly. */
-enum { HANDOFF_SEC_PMD = 1 };   /* permessage-deflate's windows (pmd_ctx_export) */
+enum { HANDOFF_SEC_PMD = 1,     /* permessage-deflate's windows (pmd_ctx_export) */
+       HANDOFF_SEC_PEER = 2 };  /* the client behind a proxy, its per-IP count (peer.h) */
 #define HANDOFF_SECS 4
 #define HANDOFF_SECS_MAX (2u << 16) /* all sections' bytes */
 
