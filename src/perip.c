@@ -331,6 +331,18 @@ int perip_hand_in(uint64_t table, uint32_t entry, const struct perip_key *k)
     return rc;
 }
 
+unsigned perip_conns(const struct perip_key *k)
+{
+    if (P.h == NULL)
+        return 0;
+    uint32_t b = bucket_of(k);
+    lock(b);
+    const struct entry *e = find(b, k, 0, 0);
+    unsigned n = e ? e->conns : 0;
+    unlock(b);
+    return n;
+}
+
 int perip_key_at(uint32_t entry, struct perip_key *k)
 {
     uint32_t b = entry / PERIP_WAYS;

@@ -78,6 +78,8 @@ void perip_hand_out(uint32_t entry);
  * counted here now; -1, not this segment's (count it afresh). */
 int  perip_hand_in(uint64_t table, uint32_t entry, const struct perip_key *k);
 uint64_t perip_table(void);
+/* Connections counted for k now (tests, diagnostics). */
+unsigned perip_conns(const struct perip_key *k);
 /* The key counted in entry (held: it has connections): 0, or -1. */
 int  perip_key_at(uint32_t entry, struct perip_key *k);
 
