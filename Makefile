@@ -161,13 +161,14 @@ FUZZ_SECONDS ?= 60
 FUZZ_CFLAGS  := -std=c11 -Wall -Wextra -Wshadow -Werror -MMD -MP -g -O1 -fno-omit-frame-pointer \
                 -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined
 FUZZ_OBJS    := $(filter-out build/fuzz/src/main.o,$(SRCS:%.c=build/fuzz/%.o))
-FUZZERS      := build/fuzz/fuzz_http build/fuzz/fuzz_frames build/fuzz/fuzz_tls build/fuzz/fuzz_tlsrec
+FUZZERS      := build/fuzz/fuzz_http build/fuzz/fuzz_frames build/fuzz/fuzz_tls \
+                build/fuzz/fuzz_tlsrec build/fuzz/fuzz_proxyproto
 .SECONDARY: $(FUZZ_OBJS)
 
 fuzz:
 	@scripts/install-deps fuzz
 	@$(MAKE) --no-print-directory $(FUZZERS)
-	@for f in http frames tls tlsrec; do \
+	@for f in http frames tls tlsrec proxyproto; do \
 	  mkdir -p build/fuzz/corpus_$$f && \
 	  echo "fuzz: fuzz_$$f for $(FUZZ_SECONDS) s" && \
 	  build/fuzz/fuzz_$$f -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 -timeout=10 \

@@ -6,6 +6,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "cidr.h"
 #include "module.h"
 #include "tls.h"
 
@@ -120,20 +121,67 @@ static void put_tls(FILE *out, const struct config_tls *t)
     fprintf(out, "%srecords: %s\n", in, t->own_records ? "wsechod" : "openssl");
 }
 
+/* The keys of a listener behind a load balancer (conflb.h). */
+static void put_lb(FILE *out, const struct config_listen *l)
+{
+    char block[64];
+    if (l->addr.ss_family == AF_UNIX) {
+        fprintf(out, "    mode: \"%04o\"\n", l->mode);
+        if (l->owner != NULL)
+            key_str(out, "    ", "owner", l->owner);
+        else
+            fputs("    # owner: not set (the master's user and group)\n", out);
+    }
+    fprintf(out, "    proxy_protocol: %s\n", l->proxy_protocol ? "on" : "off");
+    if (l->nproxy_from == 0)
+        return;
+    fputs("    proxy_protocol_from:\n", out);
+    for (size_t i = 0; i < l->nproxy_from; i++) {
+        cidr_format(&l->proxy_from[i], block, sizeof(block));
+        fputs("      - ", out);
+        put_str(out, block);
+        fputc('\n', out);
+    }
+}
+
 static void put_listen(FILE *out, const struct config *cf)
 {
     fputs("listen:\n", out);
     for (size_t i = 0; i < cf->nlisten; i++) {
         const struct config_listen *l = &cf->listen[i];
-        if (l->tls == NULL) {
+        if (l->tls == NULL && !l->proxy_protocol && l->addr.ss_family != AF_UNIX) {
             fputs("  - ", out);
             put_str(out, l->text);
             fputc('\n', out);
             continue;
         }
         key_str(out, "  - ", "address", l->text);
-        put_tls(out, l->tls);
+        put_lb(out, l);
+        if (l->tls != NULL)
+            put_tls(out, l->tls);
     }
+}
+
+/* max_connections_per_ip and the keys around it. */
+static void put_per_ip(FILE *out, const struct config *cf)
+{
+    static const struct { uint32_t ms; char unit; } periods[] = {
+        { 1000, 's' }, { 60000, 'm' }, { 3600000, 'h' },
+    };
+    const struct config_rate *r = &cf->handshake_rate;
+    fprintf(out, "max_connections_per_ip: %u\n", cf->max_connections_per_ip);
+    if (r->count == 0) {
+        fputs("handshake_rate_per_ip: \"off\"\n", out);
+    } else {
+        char unit = 's';
+        for (size_t i = 0; i < sizeof(periods) / sizeof(periods[0]); i++)
+            if (periods[i].ms == r->period_ms)
+                unit = periods[i].unit;
+        fprintf(out, "handshake_rate_per_ip:\n  rate: %u/%c\n  burst: %u\n", r->count, unit,
+                r->burst);
+    }
+    fprintf(out, "per_ip_table_size: %u\nper_ip_ipv6_prefix: %u\n", cf->per_ip_table_size,
+            cf->per_ip_ipv6_prefix);
 }
 
 /* A list of strings; "*" (any) when there is none and star says so. */
@@ -261,6 +309,7 @@ int confdump_write(FILE *out, const struct config *cf)
     fprintf(out, "reload_handoff: %s\n", cf->reload_handoff ? "on" : "off");
     key_duration(out, "upgrade_timeout", cf->upgrade_timeout_ms);
     key_duration(out, "session_ticket_rotation", cf->ticket_rotation_ms);
+    put_per_ip(out, cf);
     if (fflush(out) != 0 || ferror(out)) {
         if (errno == 0)
             errno = EIO;

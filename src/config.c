@@ -17,6 +17,7 @@
 #include "modules.h"
 
 #include "conflisten.h"
+#include "conflb.h"
 #include "confpmd.h"
 #include "confstatus.h"
 #include "confval.h"
@@ -306,6 +307,10 @@ static const struct key keys[] = {
     { "reload_handoff",     conf_switch,     OFF(reload_handoff), 0, 0 },
     { "upgrade_timeout",    conf_duration,  OFF(upgrade_timeout_ms), 100, 3600000 },
     { "session_ticket_rotation", conf_duration, OFF(ticket_rotation_ms), 1000, 86400000 },
+    { "max_connections_per_ip", conf_uint,  OFF(max_connections_per_ip), 0, 1000000 },
+    { "handshake_rate_per_ip", conf_rate,    0, 0, 0 },
+    { "per_ip_table_size",  conf_uint,      OFF(per_ip_table_size), 1024, 1 << 20 },
+    { "per_ip_ipv6_prefix", conf_uint,      OFF(per_ip_ipv6_prefix), 1, 128 },
 };
 #define NKEYS (sizeof(keys) / sizeof(keys[0]))
 
@@ -333,6 +338,8 @@ static int defaults(struct config *cf)
     cf->reload_handoff = 1;
     cf->upgrade_timeout_ms = 30000;
     cf->ticket_rotation_ms = 3600000;
+    cf->per_ip_table_size = 65536;
+    cf->per_ip_ipv6_prefix = 64;
     cf->pmd = (struct config_pmd){ .server_max_window_bits = 15, .client_max_window_bits = 15,
                                    .server_no_context_takeover = 1,
                                    .client_no_context_takeover = 1, .server_history = 8192,

@@ -47,11 +47,33 @@ struct config_pmd {
     size_t min_size;                    /* shorter messages go uncompressed */
 };
 
+/* An address block of proxy_protocol_from (conflb.h). */
+struct config_cidr {
+    int family;                 /* AF_INET or AF_INET6 */
+    unsigned bits;              /* prefix length */
+    uint8_t addr[16];           /* network order, bits past the prefix clear; IPv4: 4 bytes */
+};
+
 struct config_listen {
-    struct sockaddr_storage addr;
+    struct sockaddr_storage addr; /* AF_INET, AF_INET6, or AF_UNIX (a path) */
     socklen_t addrlen;
-    char text[64]; /* "127.0.0.1:8080" / "[::1]:8080", for logs and matching */
+    /* "127.0.0.1:8080" / "[::1]:8080" / "unix:/path", for logs and matching */
+    char text[128];
     struct config_tls *tls;     /* NULL: plain */
+    int proxy_protocol;         /* a PROXY protocol header comes first */
+    struct config_cidr *proxy_from; /* peers that may send it (not for unix) */
+    size_t nproxy_from;
+    unsigned mode;              /* unix: the socket file's permission bits */
+    char *owner;                /* unix: "user[:group]" as written; NULL: the master's */
+    uid_t uid;                  /* unix: owner's ids, when owner is set */
+    gid_t gid;
+};
+
+/* handshake_rate_per_ip: a token bucket per client address. */
+struct config_rate {
+    uint32_t count;             /* tokens per period; 0: off */
+    uint32_t period_ms;         /* 1000 (/s), 60000 (/m) or 3600000 (/h) */
+    uint32_t burst;             /* the bucket's size */
 };
 
 struct config;
@@ -106,6 +128,10 @@ struct config {
     struct config_pmd pmd;
     char *access_log;           /* a path, "stderr", or NULL: off */
     int access_log_json;
+    unsigned max_connections_per_ip; /* 0: off */
+    struct config_rate handshake_rate; /* per client address */
+    unsigned per_ip_table_size; /* entries of the table every worker shares */
+    unsigned per_ip_ipv6_prefix;/* IPv6 clients are counted by this prefix */
 };
 
 #define CONFIG_ERR_MAX 1024

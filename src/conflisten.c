@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "conflb.h"
 #include "tls.h"
 
 static void cert_free(struct config_cert *c)
@@ -178,31 +179,59 @@ static int parse_tls(struct parse *p, yaml_node_t *n, struct config_tls **out)
     return cert_done(p, n, &t->main);
 }
 
-/* {address: ..., tls: {...}}: the two nodes. */
-static int listen_mapping(struct parse *p, yaml_node_t *n, yaml_node_t **an, yaml_node_t **tn)
+/* The value of key name in mapping n, or NULL. */
+static yaml_node_t *mapping_get(struct parse *p, yaml_node_t *n, const char *name)
 {
-    *an = NULL;
     for (yaml_node_pair_t *pr = n->data.mapping.pairs.start; pr < n->data.mapping.pairs.top; pr++) {
         yaml_node_t *kn = yaml_document_get_node(&p->doc, pr->key);
+        if (kn->type == YAML_SCALAR_NODE && strcmp((char *)kn->data.scalar.value, name) == 0)
+            return yaml_document_get_node(&p->doc, pr->value);
+    }
+    return NULL;
+}
+
+/* The keys of {address: ..., tls: {...}, proxy_protocol: ..., ...} but the
+ * address (read first: which keys apply depends on it). */
+static int listen_options(struct parse *p, yaml_node_t *n, struct config_listen *l)
+{
+    static const char *const names[] = { "address", "tls", "proxy_protocol",
+                                         "proxy_protocol_from", "mode", "owner" };
+    unsigned seen = 0;
+    for (yaml_node_pair_t *pr = n->data.mapping.pairs.start; pr < n->data.mapping.pairs.top; pr++) {
+        yaml_node_t *kn = yaml_document_get_node(&p->doc, pr->key);
+        yaml_node_t *vn = yaml_document_get_node(&p->doc, pr->value);
         const char *name = conf_scalar(p, kn, "listen");
+        size_t i = 0;
         if (name == NULL)
             return -1;
-        if (strcmp(name, "address") == 0)
-            *an = yaml_document_get_node(&p->doc, pr->value);
-        else if (strcmp(name, "tls") == 0)
-            *tn = yaml_document_get_node(&p->doc, pr->value);
-        else
-            return conf_fail(p, kn, "listen: unknown key '%s' (address, tls)", name);
+        while (i < sizeof(names) / sizeof(names[0]) && strcmp(names[i], name) != 0)
+            i++;
+        if (i == sizeof(names) / sizeof(names[0]))
+            return conf_fail(p, kn, "listen: unknown key '%s' (address, tls, proxy_protocol, "
+                             "proxy_protocol_from, mode, owner)", name);
+        if (seen & (1u << i))
+            return conf_fail(p, kn, "listen: duplicate key '%s'", name);
+        seen |= 1u << i;
+        if (i == 0)
+            continue;
+        int r = i == 1 ? parse_tls(p, vn, &l->tls) : conf_lb_listen_key(p, kn, vn, l);
+        if (r != 0)
+            return -1;
     }
-    if (*an == NULL)
-        return conf_fail(p, n, "listen: a mapping needs 'address'");
     return 0;
+}
+
+static void listen_free(struct config_listen *l)
+{
+    tls_settings_free(l->tls);
+    l->tls = NULL;
+    conf_lb_listen_free(l);
 }
 
 static void conf_listen_free_all(struct config *cf)
 {
     for (size_t i = 0; i < cf->nlisten; i++)
-        tls_settings_free(cf->listen[i].tls);
+        listen_free(&cf->listen[i]);
     cf->nlisten = 0;
 }
 
@@ -252,28 +281,41 @@ int conf_listen_address(const char *s, struct config_listen *l)
     return 0;
 }
 
-static int add_listen(struct parse *p, yaml_node_t *n, struct config *cf)
+/* The address of a listener: IPv4, IPv6 or unix:/path. */
+static int listen_address(struct parse *p, yaml_node_t *an, struct config_listen *l)
 {
-    yaml_node_t *an = n, *tn = NULL;
-    if (n->type == YAML_MAPPING_NODE && listen_mapping(p, n, &an, &tn) < 0)
-        return -1;
     const char *s = conf_scalar(p, an, "listen");
-    struct config_listen l;
     if (s == NULL)
         return -1;
-    if (conf_listen_address(s, &l) < 0)
-        return conf_fail(p, an, "listen: invalid address '%s' (expected IPv4:port, *:port "
-                    "or [IPv6]:port with a port in 1..65535)", s);
+    int r = conf_lb_unix_address(p, an, s, l);
+    if (r <= 0)
+        return r;
+    if (conf_listen_address(s, l) < 0)
+        return conf_fail(p, an, "listen: invalid address '%s' (expected IPv4:port, *:port, "
+                    "[IPv6]:port with a port in 1..65535, or unix:/path)", s);
+    return 0;
+}
+
+static int add_listen(struct parse *p, yaml_node_t *n, struct config *cf)
+{
+    yaml_node_t *an = n;
+    struct config_listen l;
+    memset(&l, 0, sizeof(l));
+    if (n->type == YAML_MAPPING_NODE && (an = mapping_get(p, n, "address")) == NULL)
+        return conf_fail(p, n, "listen: a mapping needs 'address'");
+    if (listen_address(p, an, &l) < 0)
+        return -1;
     for (size_t i = 0; i < cf->nlisten; i++)
         if (strcmp(cf->listen[i].text, l.text) == 0)
-            return conf_fail(p, an, "listen: duplicate address '%s'", s);
-    if (tn != NULL && parse_tls(p, tn, &l.tls) < 0) {
-        tls_settings_free(l.tls);
+            return conf_fail(p, an, "listen: duplicate address '%s'", l.text);
+    if ((n->type == YAML_MAPPING_NODE && listen_options(p, n, &l) < 0) ||
+        conf_lb_listen_check(p, n, &l) < 0) {
+        listen_free(&l);
         return -1;
     }
     struct config_listen *grown = realloc(cf->listen, (cf->nlisten + 1) * sizeof(*grown));
     if (grown == NULL) {
-        tls_settings_free(l.tls);
+        listen_free(&l);
         return conf_fail(p, n, "listen: out of memory");
     }
     cf->listen = grown;

@@ -14,6 +14,7 @@
 #include "http.h"
 #include "log.h"
 #include "mem.h"
+#include "peer.h"
 #include "pool.h"
 #include "sock.h"
 #include "stats.h"
@@ -157,6 +158,7 @@ static void conn_close(struct conn *c)
         http_end(c);
     else if (c->state == CONN_WS && c->ws != NULL)
         ws_free(c->ws);
+    peer_close(c->s.io.fd);
     sock_close(&c->s);
     conn_unlink(c);
 }
@@ -165,6 +167,7 @@ void conn_release(struct conn *c)
 {
     ws_detach(c->ws);
     c->ws = NULL;
+    peer_handed(c->s.io.fd);
     sock_release(&c->s);
     conn_unlink(c);
 }
@@ -219,17 +222,23 @@ static void log_refused(struct conn *c, const char *peer, int status, const char
     alog_refused(&(struct alog_refused){ peer, r && r->url.len ? target : NULL, status, reason });
 }
 
-static void respond(struct conn *c, int status, const char *reason)
+/* headers: more header lines, or NULL. */
+static void respond_with(struct conn *c, int status, const char *reason, const char *headers)
 {
     char buf[512], peer[64];
     int head = c->state == CONN_HTTP && c->in != NULL && http_req_is_head(&c->in->req);
-    size_t n = http_error_response(status, reason, head, buf, sizeof(buf));
+    size_t n = http_error_response_with(status, reason, headers, head, buf, sizeof(buf));
     STATS_ADD(stats_me->c.handshakes[stats_hs_of(status)], 1);
     sock_peer_name(&c->s, peer, sizeof(peer));
     log_info("handshake from %s refused: %d %s", peer, status, reason);
     log_refused(c, peer, status, reason);
     http_end(c);
     send_and_linger(c, buf, n);
+}
+
+static void respond(struct conn *c, int status, const char *reason)
+{
+    respond_with(c, status, reason, NULL);
 }
 
 /* ---- The WebSocket phase ------------------------------------------------ */
@@ -340,8 +349,15 @@ static int health(struct conn *c)
 static void http_complete(struct conn *c, size_t end)
 {
     struct http_verdict v;
+    char hdr[64];
+    const char *why;
+    int limited;
     if (health(c))
         return;
+    if ((limited = peer_refusal(c->s.io.fd, &why, hdr, sizeof(hdr))) != 0) {
+        respond_with(c, limited, why, hdr); /* a per-IP limit (peer.h) */
+        return;
+    }
     if (c->reject) {
         respond(c, c->reject, "server is at its connection limit, try again later");
         return;
@@ -625,6 +641,7 @@ int conn_export(struct conn *c, struct handoff_conn *hc, uint8_t *state, size_t 
     if (!sock_plain(&c->s))
         hc->sec[hc->nsec++] = (struct handoff_section){ HANDOFF_SEC_TLS, tls_state,
                                                         sizeof(tls_state) };
+    hc->nsec += (size_t)peer_export(c->s.io.fd, &hc->sec[hc->nsec]);
     return 0;
 }
 

@@ -15,6 +15,7 @@
 #include "handoff.h"
 #include "list.h"
 #include "listener.h"
+#include "perip.h"
 #include "log.h"
 #include "notify.h"
 #include "stats.h"
@@ -310,6 +311,7 @@ static void worker_gone(struct generation *g, struct wproc *wp, int status, cons
     inbox_close(&w);
     *wp = g->workers[--g->started];
     g->ready -= w.ready ? 1 : 0;
+    perip_reaped(w.ss, w.pid); /* its per-IP counts, if it could not release them */
     stats_slot_free(w.ss);
     if (stats != NULL)
         stats->exits[WIFSIGNALED(status) ? EXIT_SIGNAL : WEXITSTATUS(status) ? EXIT_ERROR

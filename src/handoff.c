@@ -115,7 +115,8 @@ static int sections(const char *p, size_t n, struct handoff_conn *hc)
         if (n < sizeof(h) || hc->nsec == HANDOFF_SECS)
             return -1;
         memcpy(&h, p, sizeof(h));
-        if ((h.type != HANDOFF_SEC_PMD && h.type != HANDOFF_SEC_TLS) || h.len > n - sizeof(h))
+        if ((h.type != HANDOFF_SEC_PMD && h.type != HANDOFF_SEC_TLS && h.type != HANDOFF_SEC_PEER) ||
+            h.len > n - sizeof(h))
             return -1;
         hc->sec[hc->nsec++] = (struct handoff_section){ h.type, (const uint8_t *)p + sizeof(h),
                                                         h.len };

@@ -22,6 +22,7 @@
 enum {
     HANDOFF_SEC_PMD = 1,        /* permessage-deflate's windows (pmd_ctx_export) */
     HANDOFF_SEC_TLS = 2,        /* TLS 1.3 records kept by us (tlsown_export) */
+    HANDOFF_SEC_PEER = 3,       /* the client behind a proxy, its per-IP count (peer.h) */
 };
 #define HANDOFF_SECS 4
 #define HANDOFF_SECS_MAX (2u << 16) /* all sections' bytes */

@@ -384,6 +384,7 @@ const char *http_status_text(int status)
     case 405: return "Method Not Allowed";
     case 408: return "Request Timeout";
     case 426: return "Upgrade Required";
+    case 429: return "Too Many Requests";
     case 431: return "Request Header Fields Too Large";
     case 503: return "Service Unavailable";
     case 505: return "HTTP Version Not Supported";
@@ -391,7 +392,8 @@ const char *http_status_text(int status)
     }
 }
 
-size_t http_error_response(int status, const char *reason, int head, char *out, size_t cap)
+size_t http_error_response_with(int status, const char *reason, const char *headers, int head,
+                                char *out, size_t cap)
 {
     /* RFC 9110 7.8: whoever sends Upgrade lists it in Connection too. */
     const char *conn = status == 426 ? "Upgrade, close" : "close";
@@ -404,10 +406,15 @@ size_t http_error_response(int status, const char *reason, int head, char *out, 
                      "Content-Type: text/plain\r\n"
                      "Content-Length: %zu\r\n"
                      "Connection: %s\r\n"
-                     "%s\r\n%s%s",
+                     "%s%s\r\n%s%s",
                      status, http_status_text(status), strlen(reason) + 1, conn, extra,
-                     head ? "" : reason, head ? "" : "\n");
+                     headers ? headers : "", head ? "" : reason, head ? "" : "\n");
     return n < 0 ? 0 : (size_t)n >= cap ? cap - 1 : (size_t)n;
+}
+
+size_t http_error_response(int status, const char *reason, int head, char *out, size_t cap)
+{
+    return http_error_response_with(status, reason, NULL, head, out, cap);
 }
 
 size_t http_upgrade_response(const struct http_req *r, const char *buf,

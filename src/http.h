@@ -113,6 +113,9 @@ const char *http_status_text(int status);
 /* Write a complete response into out[0..cap) and return its length; with
  * head set, the headers only. */
 size_t http_error_response(int status, const char *reason, int head, char *out, size_t cap);
+/* The same with more header lines ("Retry-After: 1\r\n"; NULL: none). */
+size_t http_error_response_with(int status, const char *reason, const char *headers, int head,
+                                char *out, size_t cap);
 size_t http_upgrade_response(const struct http_req *r, const char *buf,
                              const struct http_verdict *v, char *out, size_t cap);
 

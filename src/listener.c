@@ -7,12 +7,90 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "log.h"
 
+/* Why the last unix socket could not be made, when errno does not say. */
+static const char *unix_why;
+
+static int is_unix(const struct lgroup *g)
+{
+    return g->addr.addr.ss_family == AF_UNIX || strncmp(g->addr.text, "unix:", 5) == 0;
+}
+
+static const char *unix_path(const struct config_listen *a)
+{
+    return ((const struct sockaddr_un *)&a->addr)->sun_path;
+}
+
+/* A file where the socket goes: a stale socket (nothing accepts on it) is
+ * removed; a live one, or anything that is not a socket, is left alone. */
+static int unix_clear(const struct config_listen *a)
+{
+    struct stat st;
+    if (lstat(unix_path(a), &st) < 0)
+        return errno == ENOENT ? 0 : -1;
+    if (!S_ISSOCK(st.st_mode)) {
+        unix_why = "the path exists and is not a socket (left in place)";
+        return -1;
+    }
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -1;
+    int live = connect(fd, (const struct sockaddr *)&a->addr, a->addrlen) == 0 ||
+               errno == EAGAIN;
+    close(fd);
+    if (live) {
+        unix_why = "another process accepts connections on it";
+        return -1;
+    }
+    return unlink(unix_path(a));
+}
+
+/* The socket file's mode and owner, as configured. */
+static int unix_perms(const struct config_listen *a)
+{
+    if (chmod(unix_path(a), a->mode) < 0)
+        return -1;
+    if (a->owner != NULL && chown(unix_path(a), a->uid, a->gid) < 0)
+        return -1;
+    return 0;
+}
+
+/* One socket every worker accepts from (no SO_REUSEPORT for unix
+ * sockets); its mode and owner are set before listen(), so nobody can
+ * connect through a file with other permissions. */
+static int unix_open(const struct config_listen *a, unsigned backlog)
+{
+    if (unix_clear(a) < 0)
+        return -1;
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -1;
+    if (bind(fd, (const struct sockaddr *)&a->addr, a->addrlen) < 0) {
+        int saved = errno;
+        close(fd);
+        errno = saved;
+        return -1;
+    }
+    if (unix_perms(a) < 0 || listen(fd, (int)backlog) < 0) {
+        int saved = errno;
+        close(fd);
+        unlink(unix_path(a));
+        errno = saved;
+        return -1;
+    }
+    return fd;
+}
+
 static int sock_open(const struct config_listen *a, unsigned backlog)
 {
+    if (a->addr.ss_family == AF_UNIX)
+        return unix_open(a, backlog);
+
     int one = 1;
     int fd = socket(a->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0)
@@ -57,6 +135,11 @@ static struct lgroup *find(struct listeners *ls, const char *text)
 static int group_fill(struct lgroup *g, unsigned want, unsigned backlog)
 {
     unsigned had = g->n;
+    if (is_unix(g)) {
+        want = 1; /* one socket for every slot */
+        if (had > 0 && unix_perms(&g->addr) < 0)
+            return -1; /* a reload may change them */
+    }
     int *fds = realloc(g->fds, (want > had ? want : had ? had : 1) * sizeof(*fds));
     if (fds == NULL)
         return -1;
@@ -89,13 +172,15 @@ int listeners_open(struct listeners *out, const struct config *cf,
     for (size_t i = 0; i < cf->nlisten; i++) {
         struct lgroup *g = &out->g[i], *old = find(reuse, cf->listen[i].text);
         g->addr = cf->listen[i];
+        unix_why = NULL;
         if (old != NULL && (g->fds = malloc(old->n * sizeof(*g->fds))) != NULL) {
             memcpy(g->fds, old->fds, old->n * sizeof(*g->fds));
             g->n = old->n;
         }
         if ((old != NULL && g->fds == NULL) ||
             group_fill(g, cf->worker_processes, cf->listen_backlog) < 0) {
-            snprintf(err, errlen, "cannot listen on %s: %s", g->addr.text, strerror(errno));
+            snprintf(err, errlen, "cannot listen on %s: %s", g->addr.text,
+                     unix_why ? unix_why : strerror(errno));
             for (size_t j = 0; j <= i; j++) {
                 struct lgroup *o = find(reuse, out->g[j].addr.text);
                 /* Close what this call created; the old group keeps the rest. */
@@ -117,7 +202,7 @@ int listeners_open(struct listeners *out, const struct config *cf,
             old->fds = NULL;
             old->n = old->nactive = 0;
         }
-        if (steer(&out->g[i]) < 0)
+        if (!is_unix(&out->g[i]) && steer(&out->g[i]) < 0)
             log_warn("cannot steer connections on %s (%s): shrinking worker_processes "
                      "may reset queued connections", out->g[i].addr.text, strerror(errno));
     }
@@ -145,11 +230,23 @@ void listeners_close_retired(struct listeners *ls)
             close(ls->g[i].fds[--ls->g[i].n]);
 }
 
+void listeners_unlink(const struct listeners *ls)
+{
+    struct stat st;
+    for (size_t i = 0; i < ls->ng; i++) {
+        const struct lgroup *g = &ls->g[i];
+        if (g->fds != NULL && g->n > 0 && g->addr.addr.ss_family == AF_UNIX &&
+            lstat(unix_path(&g->addr), &st) == 0 && S_ISSOCK(st.st_mode))
+            unlink(unix_path(&g->addr));
+    }
+}
+
 void listeners_keep_slot(struct listeners *ls, unsigned slot)
 {
     for (size_t i = 0; i < ls->ng; i++) {
+        unsigned keep = is_unix(&ls->g[i]) ? 0 : slot;
         for (unsigned k = 0; k < ls->g[i].n; k++) {
-            if (k != slot && ls->g[i].fds[k] >= 0) {
+            if (k != keep && ls->g[i].fds[k] >= 0) {
                 close(ls->g[i].fds[k]);
                 ls->g[i].fds[k] = -1;
             }
@@ -159,5 +256,5 @@ void listeners_keep_slot(struct listeners *ls, unsigned slot)
 
 int listeners_fd(const struct listeners *ls, size_t addr, unsigned slot)
 {
-    return ls->g[addr].fds[slot];
+    return ls->g[addr].fds[is_unix(&ls->g[addr]) ? 0 : slot];
 }

@@ -7,7 +7,15 @@
  * of the kernel's socket array, so retired sockets stop receiving new
  * connections while their old workers still accept what was queued. The
  * master mirrors the kernel's array order (append on listen, close only
- * from the tail) so that index i is always slot i's socket. */
+ * from the tail) so that index i is always slot i's socket.
+ *
+ * A unix socket (unix:/path) is one socket that every worker accepts from
+ * (SO_REUSEPORT does not apply): its group holds one descriptor for all
+ * slots. The master makes it (removing a stale socket file, never another
+ * kind of file, nor one something still accepts on), with the configured
+ * mode and owner (set again by a reload), keeps it across reloads (same
+ * path, same socket) and binary upgrades (inherited), and removes the
+ * file only where the server ends for good (listeners_unlink). */
 #ifndef WSECHOD_LISTENER_H
 #define WSECHOD_LISTENER_H
 
@@ -33,6 +41,8 @@ struct listeners {
 int  listeners_open(struct listeners *out, const struct config *cf,
                     struct listeners *reuse, char *err, size_t errlen);
 void listeners_close(struct listeners *ls);
+/* Removes the files of ls's unix sockets (before closing them for good). */
+void listeners_unlink(const struct listeners *ls);
 /* Closes the retired sockets, once no worker accepts on them any more. */
 void listeners_close_retired(struct listeners *ls);
 /* In a worker: close every socket but slot's. */

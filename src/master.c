@@ -29,6 +29,7 @@
 #include "listener.h"
 #include "log.h"
 #include "notify.h"
+#include "perip.h"
 #include "pidfile.h"
 #include "proctitle.h"
 #include "stats.h"
@@ -182,6 +183,9 @@ static void reload(void)
     }
     if (apply_logging(nc) < 0)
         apply_logging(ocf);
+    if (nc->per_ip_table_size != ocf->per_ip_table_size)
+        log_warn("per_ip_table_size: the per-IP table keeps its %u entries until the next start "
+                 "or binary upgrade", perip_entries());
     if (strcmp(nc->pid_file, ocf->pid_file) != 0) {
         if (pidfile_write(nc->pid_file, M.pid) < 0)
             log_error("cannot write pid file %s: %s", nc->pid_file, strerror(errno));
@@ -191,6 +195,7 @@ static void reload(void)
     M.ls = nls;
     /* Addresses no longer configured go before any fork, or the new workers
      * would inherit their sockets and keep them in the reuseport group. */
+    listeners_unlink(&ols);
     listeners_close(&ols);
     status_commit(nc);
     gen_start(g);
@@ -214,7 +219,11 @@ static void stop(int fast)
     STATS_SET(stats->stopping, 1);
     stats_event("%s shutdown", fast ? "fast" : "graceful");
     upgrade_abort("shutdown requested");
-    /* New connections must not queue behind workers that will not take them. */
+    /* New connections must not queue behind workers that will not take them.
+     * The socket files go too, unless an old master still serves on them
+     * (we are a binary upgrade that did not finish). */
+    if (!upgrade_from_old())
+        listeners_unlink(&M.ls);
     listeners_close(&M.ls);
 }
 
@@ -356,16 +365,20 @@ static int master_init(const struct config *cf)
     }
     if (!upgrade_from_old() && pidfile_write(cf->pid_file, M.pid) < 0) {
         log_error("cannot write pid file %s: %s", cf->pid_file, strerror(errno));
+        listeners_unlink(&M.ls);
         return -1;
     }
     err[0] = '\0';
     if (status_prepare(cf, err, sizeof(err)) < 0 ||
-        alog_master_open(cf->access_log, err, sizeof(err)) < 0 || stats_init(M.conf_file) < 0) {
+        alog_master_open(cf->access_log, err, sizeof(err)) < 0 || stats_init(M.conf_file) < 0 ||
+        perip_init(cf->per_ip_table_size) < 0) {
         if (err[0] == '\0')
             snprintf(err, sizeof(err), "shared memory for the counters: %s", strerror(errno));
         log_error("%s", err);
         status_abort();
         pidfile_remove(cf->pid_file, M.pid);
+        if (!upgrade_from_old())
+            listeners_unlink(&M.ls);
         return -1;
     }
     stats->master = M.pid;

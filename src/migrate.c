@@ -9,6 +9,7 @@
 #include "conn.h"
 #include "handoff.h"
 #include "log.h"
+#include "peer.h"
 #include "stats.h"
 #include "module.h"
 
@@ -159,11 +160,13 @@ void migrate_end(struct migrate *m)
 int migrate_adopt(struct conn_env *env, const struct handoff_conn *hc)
 {
     const struct config_route *r = config_route_find(env->cf, hc->path, hc->path_len);
-    struct conn *c = conn_adopt_new(env, hc->fd);
     char peer[64];
+    peer_adopt(hc); /* before anything logs its name or closes it */
+    struct conn *c = conn_adopt_new(env, hc->fd);
     if (c == NULL) {
         log_error("cannot take over a connection: %s", strerror(errno));
         STATS_ADD(stats_me->c.handoffs_failed, 1);
+        peer_close(hc->fd);
         close(hc->fd);
         return -1;
     }

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "mem.h"
+#include "peer.h"
 #include "stats.h"
 
 #define EV_BASE (EPOLLIN | EPOLLRDHUP | EPOLLET)
@@ -463,20 +464,7 @@ void sock_reset_on_close(struct sock *s)
 
 const char *sock_peer_name(const struct sock *s, char *buf, size_t len)
 {
-    struct sockaddr_storage ss;
-    socklen_t sl = sizeof(ss);
-    char host[INET6_ADDRSTRLEN] = "?";
-    unsigned port = 0;
-    ss.ss_family = AF_INET;
-    if (getpeername(s->io.fd, (struct sockaddr *)&ss, &sl) == 0) {
-        const void *a = ss.ss_family == AF_INET6
-            ? (const void *)&((struct sockaddr_in6 *)&ss)->sin6_addr
-            : (const void *)&((struct sockaddr_in *)&ss)->sin_addr;
-        inet_ntop(ss.ss_family, a, host, sizeof(host));
-        port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
-    }
-    snprintf(buf, len, ss.ss_family == AF_INET6 ? "[%s]:%u" : "%s:%u", host, port);
-    return buf;
+    return peer_name(s->io.fd, buf, len); /* a PROXY header's client, or the socket's peer */
 }
 
 void sock_arm_write(struct sock *s)

@@ -162,7 +162,8 @@ int  sock_sink(void *s, const void *a, size_t alen, const void *b, size_t blen);
 void sock_shutdown_write(struct sock *s);
 /* Closing will send RST and drop what the kernel still holds. */
 void sock_reset_on_close(struct sock *s);
-/* "1.2.3.4:5" or "[::1]:5", for logs. */
+/* "1.2.3.4:5", "[::1]:5" or "unix...", for logs: the client a PROXY
+ * header named, if any (peer.h). */
 const char *sock_peer_name(const struct sock *s, char *buf, size_t len);
 
 #endif

@@ -113,6 +113,7 @@ enum stats_hs stats_hs_of(int status)
     case 405: return HS_405;
     case 408: return HS_408;
     case 426: return HS_426;
+    case 429: return HS_429;
     case 431: return HS_431;
     case 503: return HS_503;
     case 505: return HS_505;

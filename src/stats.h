@@ -19,8 +19,14 @@
 #include <sys/types.h>
 
 /* Handshake results: 101 and every status the server answers with. */
-enum stats_hs { HS_101, HS_400, HS_403, HS_404, HS_405, HS_408, HS_426, HS_431, HS_503,
-                HS_505, HS_OTHER, HS_N };
+enum stats_hs { HS_101, HS_400, HS_403, HS_404, HS_405, HS_408, HS_426, HS_429, HS_431,
+                HS_503, HS_505, HS_OTHER, HS_N };
+/* Connections on a proxy_protocol listener closed before any HTTP: a peer
+ * not in proxy_protocol_from, a header that is not one, none in time, the
+ * peer leaving halfway through it. */
+enum stats_pp { PP_UNTRUSTED, PP_INVALID, PP_TIMEOUT, PP_TRUNCATED, PP_N };
+/* Handshakes refused by a per-client limit. */
+enum stats_limit { LIMIT_CONNECTIONS, LIMIT_RATE, LIMIT_N };
 /* Close codes counted by name; anything else is "other". */
 enum stats_code { CC_1000, CC_1001, CC_1002, CC_1003, CC_1005, CC_1006, CC_1007, CC_1008,
                   CC_1009, CC_1010, CC_1011, CC_1012, CC_1013, CC_OTHER, CC_N };
@@ -45,6 +51,9 @@ struct stats_counters {
     uint64_t tls_failed;
     uint64_t size_bucket[STATS_SIZE_BUCKETS], size_sum;
     uint64_t dur_bucket[STATS_DUR_BUCKETS], dur_sum_ms;
+    uint64_t proxy_errors[PP_N];
+    uint64_t per_ip_refused[LIMIT_N];
+    uint64_t per_ip_full;       /* admitted uncounted: no room in the per-IP table */
 };
 
 enum stats_slot_state { SLOT_FREE, SLOT_STARTING, SLOT_SERVING, SLOT_DRAINING };

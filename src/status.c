@@ -48,7 +48,7 @@ static struct {
  * status_prepare for a reload not yet committed. */
 static struct {
     int fd, next_fd;
-    char addr[64], next_addr[64];
+    char addr[128], next_addr[128]; /* config_listen.text */
     pid_t pid;
     uint64_t due;               /* start the process then; 0: not scheduled */
     int drop;                   /* switch to uid/gid (`user`) before serving */

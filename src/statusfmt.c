@@ -10,7 +10,7 @@
 #include "stats.h"
 
 static const char *const hs_name[HS_N] = {
-    "101", "400", "403", "404", "405", "408", "426", "431", "503", "505", "other",
+    "101", "400", "403", "404", "405", "408", "426", "429", "431", "503", "505", "other",
 };
 static const char *const code_name[CC_N] = {
     "1000", "1001", "1002", "1003", "1005", "1006", "1007", "1008", "1009", "1010", "1011",
@@ -137,6 +137,20 @@ static void results(struct sbuf *b, const struct stats_counters *c)
     counter(b, "tls_handshake_failures_total", "Failed TLS handshakes.", c->tls_failed);
 }
 
+/* Running behind a load balancer: PROXY protocol refusals, per-IP limits. */
+static void front(struct sbuf *b, const struct stats_counters *c)
+{
+    static const char *const pp[PP_N] = { "untrusted", "invalid", "timeout", "truncated" };
+    static const char *const limit[LIMIT_N] = { "connections", "rate" };
+    by_label(b, "proxy_protocol_errors_total", "counter", "Connections on proxy_protocol "
+             "listeners closed before HTTP, by reason.", "reason", pp, c->proxy_errors, PP_N);
+    by_label(b, "per_ip_refused_total", "counter", "Handshakes refused by a per-client limit "
+             "(503: max_connections_per_ip, 429: handshake_rate_per_ip).", "limit", limit,
+             c->per_ip_refused, LIMIT_N);
+    counter(b, "per_ip_table_full_total", "Connections admitted uncounted: no room in the "
+            "per-IP table.", c->per_ip_full);
+}
+
 static void master_part(struct sbuf *b)
 {
     static const char *const result[] = { "ok", "failed" };
@@ -166,6 +180,7 @@ void status_metrics(struct sbuf *b)
     struct stats_counters c;
     stats_sum(&c);
     results(b, &c);
+    front(b, &c);
     traffic(b, &c);
     histogram(b, "message_size_bytes", "Sizes of the messages received.", c.size_bucket,
               size_le, STATS_SIZE_BUCKETS, (double)c.size_sum);

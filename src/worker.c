@@ -22,6 +22,10 @@
 #include "log.h"
 #include "mem.h"
 #include "migrate.h"
+#include "peer.h"
+#include "perip.h"
+#include "proxywait.h"
+#include "stats.h"
 #include "modules.h"
 #include "shed.h"
 #include "sock.h"
@@ -40,7 +44,7 @@
 
 struct listener_io {
     struct ev_io io;
-    const struct config_tls *tls; /* NULL: plain */
+    const struct config_listen *lc; /* its address, TLS (NULL: plain), PROXY protocol */
 };
 
 static struct {
@@ -61,6 +65,7 @@ static struct {
     uint64_t drain_deadline;    /* last close: shutdown_timeout after the start */
     unsigned spread_total, spread_done;
     uint64_t emfile_logged_at;
+    int limits;                 /* a per-IP limit is on: peer.h admits each client */
     /* The worker's own deadlines, in one queue of the loop (few timers
      * with different timeouts: started sorted). */
     struct ev_queue timers;
@@ -93,11 +98,44 @@ static int accept_error(int err)
     return -1;
 }
 
-static void accept_all(int lfd, const struct config_tls *tls)
+/* A connection whose client is known (client: NULL if it has no IP
+ * address; from_header: named by a PROXY header) becomes a conn. */
+static void admit(int fd, const struct config_listen *lc, const struct sockaddr *client,
+                  int from_header)
 {
     const struct config *cf = W.a->cf;
+    /* Over the limit, still answer 503 to a bounded number of extra
+     * clients so they learn why; beyond that, just close. */
+    /* Once every client has been told to go, a latecomer would never
+     * be: answer it instead (only reachable through a retired socket
+     * whose queue outlived the grace period). */
+    int full = W.env.nconns >= cf->worker_connections || W.closing_sent;
+    if (full && W.env.nconns >= cf->worker_connections + cf->worker_connections / 8 + 16) {
+        close(fd);
+        return;
+    }
+    if (from_header || W.limits)
+        peer_accepted(fd, client, from_header);
+    if (conn_accept(&W.env, fd, full ? 503 : 0, lc->tls) < 0)
+        peer_close(fd); /* the descriptor is closed: its count goes too */
+}
+
+static void on_header(int fd, const struct config_listen *lc, const struct sockaddr *client)
+{
+    admit(fd, lc, client, 1);
+}
+
+static void accept_all(struct listener_io *l)
+{
+    const struct config_listen *lc = l->lc;
+    /* The peer's address only where something reads it. */
+    int want = lc->proxy_protocol || W.limits;
+    int ip = lc->addr.ss_family != AF_UNIX;
     for (;;) {
-        int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        struct sockaddr_storage ss;
+        socklen_t sl = sizeof(ss);
+        int fd = accept4(l->io.fd, want ? (struct sockaddr *)&ss : NULL, want ? &sl : NULL,
+                         SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
             if (errno == EINTR || errno == ECONNABORTED)
                 continue;
@@ -105,17 +143,12 @@ static void accept_all(int lfd, const struct config_tls *tls)
                 accept_error(errno);
             return;
         }
-        set_nodelay(fd);
-        /* Over the limit, still answer 503 to a bounded number of extra
-         * clients so they learn why; beyond that, just close. */
-        /* Once every client has been told to go, a latecomer would never
-         * be: answer it instead (only reachable through a retired socket
-         * whose queue outlived the grace period). */
-        int full = W.env.nconns >= cf->worker_connections || W.closing_sent;
-        if (full && W.env.nconns >= cf->worker_connections + cf->worker_connections / 8 + 16)
-            close(fd);
+        if (ip)
+            set_nodelay(fd);
+        if (lc->proxy_protocol)
+            proxywait_start(fd, lc, &ss, ip ? sl : 0);
         else
-            conn_accept(&W.env, fd, full ? 503 : 0, tls);
+            admit(fd, lc, want && ip ? (const struct sockaddr *)&ss : NULL, 0);
     }
 }
 
@@ -124,7 +157,7 @@ static void on_listener(struct ev_loop *loop, struct ev_io *io, uint32_t events)
     (void)loop;
     (void)events;
     if (!ev_timer_active(&W.accept_t))
-        accept_all(io->fd, ((struct listener_io *)(void *)io)->tls);
+        accept_all((struct listener_io *)(void *)io);
 }
 
 static void close_listeners(int take_queue)
@@ -133,7 +166,7 @@ static void close_listeners(int take_queue)
         if (W.ls[i].io.fd < 0)
             continue;
         if (take_queue)
-            accept_all(W.ls[i].io.fd, W.ls[i].tls);
+            accept_all(&W.ls[i]);
         ev_del(&W.loop, &W.ls[i].io);
         close(W.ls[i].io.fd);
         W.ls[i].io.fd = -1;
@@ -283,6 +316,10 @@ static int setup(const struct worker_args *a)
     alog_setup(&W.loop, alog_master_fd(), a->cf->access_log_json, a->generation);
     conn_env_init(&W.env, a->cf, &W.loop);
     shed_setup(&W.loop, &W.env);
+    peer_setup(a->cf);
+    perip_worker(stats_me);
+    W.limits = peer_limits_on();
+    proxywait_setup(&W.loop, a->cf->handshake_timeout_ms, on_header);
     if (modules_init() < 0)
         return -1;
     ev_queue_init(&W.loop, &W.timers, on_timer);
@@ -294,8 +331,10 @@ static int setup(const struct worker_args *a)
     for (size_t i = 0; i < a->nlisten; i++) {
         W.ls[i].io.fd = a->listen_fds[i];
         W.ls[i].io.cb = on_listener;
-        W.ls[i].tls = a->cf->listen[i].tls;
-        if (ev_add(&W.loop, &W.ls[i].io, EPOLLIN | EPOLLET) < 0)
+        W.ls[i].lc = &a->cf->listen[i];
+        /* A unix socket is one for all workers: wake one of them, not all. */
+        uint32_t excl = W.ls[i].lc->addr.ss_family == AF_UNIX ? EPOLLEXCLUSIVE : 0;
+        if (ev_add(&W.loop, &W.ls[i].io, EPOLLIN | EPOLLET | excl) < 0)
             return -1;
     }
     W.inbox.fd = a->inbox;
@@ -367,7 +406,7 @@ static void on_timer(struct ev_loop *loop, struct ev_queue *q, struct ev_timer *
     if (t == &W.accept_t) {
         for (size_t i = 0; i < W.a->nlisten; i++)
             if (W.ls[i].io.fd >= 0)
-                accept_all(W.ls[i].io.fd, W.ls[i].tls);
+                accept_all(&W.ls[i]);
     } else {
         drain_step();
         drain_arm();
@@ -427,6 +466,7 @@ void worker_main(const struct worker_args *a)
     log_info("worker #%u gen %u exiting (%lu connections handed over, %lu taken over)",
              a->slot, a->generation, migrate_handed(W.mig), W.env.adopted);
     close_listeners(0);
+    proxywait_close_all();
     migrate_end(W.mig);
     conn_destroy_all(&W.env);
     alog_flush(); /* the lines of everything that ended, the last ones included */

@@ -98,7 +98,11 @@ def effective_config_keys(tmp_path, san_dir):
         "listen": ["127.0.0.1:1", {"address": "127.0.0.1:2", "tls": {
             "certificate": str(tmp_path / "a.pem"), "key": str(tmp_path / "a.key"),
             "certificates": [{"certificate": str(tmp_path / "b.pem"),
-                              "key": str(tmp_path / "b.key")}]}}],
+                              "key": str(tmp_path / "b.key")}]}},
+            {"address": "127.0.0.1:4", "proxy_protocol": "on",
+             "proxy_protocol_from": ["127.0.0.0/8"]},
+            {"address": f"unix:{tmp_path}/ws.sock", "owner": "nobody"}],
+        "handshake_rate_per_ip": {"rate": "20/s", "burst": 40},
         "user": "nobody",
         "routes": {"/": "echo", "/s": "stream", "/b": "broadcast"},
         "status": {"listen": "127.0.0.1:3"},
@@ -126,7 +130,8 @@ def test_yaml_man_page_describes_every_config_key(tmp_path, san_dir):
     keys = effective_config_keys(tmp_path, san_dir)
     # the dump covers what it should: core, TLS, module, nested keys
     assert {"worker_processes", "user", "group", "session_tickets", "certificates", "delay",
-            "interval", "self", "min_size", "readyz"} <= keys, keys
+            "interval", "self", "min_size", "readyz", "proxy_protocol_from", "owner",
+            "burst", "per_ip_ipv6_prefix"} <= keys, keys
     terms = set(man_terms(MAN5))
     missing = sorted(keys - terms)
     assert not missing, f"wsechod.yaml(5) has no entry for {missing}"

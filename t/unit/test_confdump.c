@@ -89,6 +89,13 @@ int main(void)
                "  /b: broadcast\n");
     round_trip("switches", "reload_handoff: off\nworker_cpu_affinity: auto\nlog_format: json\n"
                "log_level: debug\nworker_processes: 3\n");
+    round_trip("behind a load balancer",
+               "listen: [127.0.0.1:1, {address: \"[::1]:2\", proxy_protocol: on,\n"
+               "  proxy_protocol_from: [10.0.0.0/8, \"::1/128\", 192.0.2.7]},\n"
+               "  {address: unix:/run/x.sock, mode: \"0600\", owner: root, proxy_protocol: on}]\n"
+               "max_connections_per_ip: 100\nhandshake_rate_per_ip: {rate: 100/m, burst: 7}\n"
+               "per_ip_table_size: 4096\nper_ip_ipv6_prefix: 48\n");
+    round_trip("a rate without a burst", "handshake_rate_per_ip: 20/s\n");
     char err[CONFIG_ERR_MAX];
     struct config *cf = load("routes: {/s: {module: stream, size: 1k}}\n", err);
     char *text = cf ? dump(cf) : NULL;
