@@ -323,7 +323,8 @@ def test_T_prints_every_key_and_round_trips(tmp_path, san_dir, free_port):
     if shutil.which("openssl"):
         tls = doc["listen"][1]["tls"]
         assert set(tls) == {"certificate", "key", "certificates", "protocols", "ciphers",
-                            "ciphersuites", "session_tickets"}, tls
+                            "ciphersuites", "session_tickets", "records"}, tls
+        assert tls["records"] == "wsechod", tls
         assert tls["protocols"] == ["TLSv1.3"] and tls["ciphers"] and tls["ciphersuites"]
     dumped = write_config(tmp_path / "dumped.yaml", first)
     r = run_cli(["-t", "-c", dumped], san_dir)
