@@ -498,9 +498,10 @@ def test_counts_follow_a_handoff_once(lb_server):
     assert a.echo("a") == b"a" and b.echo("b") == b"b"
     srv.send_signal(signal.SIGHUP)
     srv.wait_log("generation 2 ready")
-    wait_until(lambda: srv.log_text().count("handing ") >= 2, 10, what="handoffs")
-    time.sleep(0.3)
     assert a.echo("a2") == b"a2" and b.echo("b2") == b"b2"
+    wait_until(lambda: all(srv.workers().get(o, (0, 0))[1] == 2
+                           for o in owners_on(srv, srv.pport, [a, b]).values()),
+               10, what="both connections on generation 2")
     assert refused(srv.pport, hdr).status == 503, "not released by the old workers"
     a.close()
     time.sleep(0.2)
