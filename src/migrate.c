@@ -48,7 +48,10 @@ static int send_any(struct migrate *m, const struct handoff_conn *hc)
         live++;
         if (handoff_send(m->targets[i], hc) == 0)
             return 0;
-        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS) {
+        /* ETOOMANYREFS: more descriptors in flight than RLIMIT_NOFILE allows
+         * (an unprivileged user's workers, thousands queued in the inboxes):
+         * they drain as the new workers read, like a full inbox. */
+        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS || errno == ETOOMANYREFS) {
             full = 1;
         } else if (errno != EMSGSIZE) {
             /* That worker is gone; its inbox is of no more use. */

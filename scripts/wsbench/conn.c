@@ -245,6 +245,8 @@ static void on_open(struct conn *c, uint64_t now)
 {
     if (O.mode == M_ECHO && atomic_load_explicit(&g_phase, memory_order_relaxed) == P_RUN)
         fill_and_send(c, UINT64_MAX, now);
+    if (O.mode == M_IDLE && O.greet)
+        fill_and_send(c, 1, now);
 }
 
 /* Returns -1 if the connection went away (or was recycled). */

@@ -104,6 +104,7 @@ static int frame_done(struct conn *c, uint64_t now)
     case 0: case 1: case 2:
         return c->f_fin ? message_done(c, now) : WS_OK;
     case 9:
+        c->t->st[ST_PINGS]++;
         return WS_PONG;
     case 8:
         return close_frame(c);

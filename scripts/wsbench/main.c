@@ -61,6 +61,12 @@ static void on_signal(int sig)
     g_stop = 1;
 }
 
+static void on_go(int sig)
+{
+    (void)sig;
+    g_go++;
+}
+
 int main(int argc, char **argv)
 {
     static struct run r; /* static: the per-CPU tables are large */
@@ -71,6 +77,7 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
+    signal(SIGUSR1, on_go);
     if (O.tls)
         tls_init();
     if (O.deflate && payload_deflate_init() < 0) {

@@ -11,12 +11,17 @@
 
 #include "handshake.h"
 #include "options.h"
+#include "report.h"
 #include "run.h"
 #include "thread.h"
 #include "tls.h"
 #include "util.h"
 
 volatile sig_atomic_t g_stop;
+volatile sig_atomic_t g_go;
+
+#define GO_WAIT_S 3600.0 /* --signal: the longest wait for one SIGUSR1 */
+static sig_atomic_t go_seen;
 
 static uint64_t last_msgs, last_hs;
 static uint64_t t0_ns, last_prog_ns;
@@ -55,7 +60,8 @@ static void wait_until(uint64_t deadline, const char *phase, int (*cond)(void))
             return;
         if (now - last_prog_ns >= 1000000000u)
             progress(phase);
-        uint64_t left = deadline - now, step = 20000000u;
+        /* An idle hold wakes less often: see thread.c. */
+        uint64_t left = deadline - now, step = O.mode == M_IDLE ? 100000000u : 20000000u;
         if (left < step)
             step = left;
         struct timespec ts = {0, (long)step};
@@ -68,6 +74,15 @@ static uint64_t after(double secs) { return now_ns() + (uint64_t)(secs * 1e9); }
 static int all_settled(void) { return total(ST_SETTLED) >= (uint64_t)O.conns; }
 static int none_inflight(void) { return total(ST_INFLIGHT) == 0; }
 static int none_open(void) { return total(ST_OPEN) == 0; }
+static int go_signalled(void) { return g_go != go_seen; }
+
+/* --signal: one SIGUSR1 per step; a signal sent early is not lost. */
+static void wait_go(const char *phase)
+{
+    wait_until(after(GO_WAIT_S), phase, go_signalled);
+    if (go_seen != g_go)
+        go_seen++;
+}
 
 /* Sets the phase and waits (at most 30 s: poking tens of thousands of
  * connections on a loaded machine takes seconds) until every thread has
@@ -147,11 +162,21 @@ static void sample(const struct run *r, struct procsnap *s, struct cpu *c, struc
 static void connect_all(struct run *r)
 {
     wait_until(after(O.connect_timeout), "connect", all_settled);
+    if (O.greet)
+        wait_until(after(O.connect_timeout), "greet", none_inflight);
     r->conn_secs = (now_ns() - t0_ns) / 1e9;
     r->connected = total(ST_OPEN);
+    r->greeted = O.greet ? total(ST_MSGS) : 0;
     if (!O.quiet)
         fprintf(stderr, "wsbench: %" PRIu64 "/%d connections open after %.2f s\n", r->connected, O.conns,
                 r->conn_secs);
+    if (O.signal) {
+        uint64_t errs = 0;
+        for (int s = ST_E_CONNECT; s <= ST_E_TIMEOUT; s++)
+            errs += stat_is_error(s) ? total(s) : 0;
+        printf("READY open=%" PRIu64 " greeted=%" PRIu64 " errors=%" PRIu64 "\n", r->connected, r->greeted, errs);
+        fflush(stdout);
+    }
 }
 
 /* Memory per connection is the growth since the baseline taken before any
@@ -177,7 +202,8 @@ static void run_idle(struct run *r, uint64_t win_ns)
     uint64_t t = now_ns();
     atomic_store(&g_win_start, t);
     atomic_store(&g_win_end, t + win_ns);
-    wait_until(t + win_ns, "idle", NULL);
+    wait_until(t + win_ns, "idle", O.signal ? go_signalled : NULL);
+    r->win_secs = (now_ns() - t) / 1e9;
     sample(r, &r->s1, &r->c1, &r->k1);
     set_phase(P_POKE);
     /* Poking tens of thousands at once takes a while on a shared machine. */
@@ -187,8 +213,10 @@ static void run_idle(struct run *r, uint64_t win_ns)
 
 /* echo and connrate: warm-up, then the window. The end is stored before
  * the start, so a worker never sees an open window without its end. */
-static void run_timed(struct run *r, uint64_t win_ns)
+static void run_window(struct run *r, uint64_t win_ns)
 {
+    if (O.signal)
+        wait_go("wait");
     set_phase(P_RUN);
     wait_until(after(O.warmup), "warmup", NULL);
     sample(r, &r->s0, &r->c0, &r->k0);
@@ -202,6 +230,20 @@ static void run_timed(struct run *r, uint64_t win_ns)
     } else {
         set_phase(P_DRAIN);
         wait_until(after(O.drain_timeout), "drain", none_inflight);
+    }
+}
+
+/* Every round but the last is reported here, while its connections wait
+ * quietly (PAUSE) for the next; the last one is the caller's. */
+static void run_timed(struct run *r, uint64_t win_ns)
+{
+    for (r->round = 1; !g_stop; r->round++) {
+        run_window(r, win_ns);
+        if (r->round >= O.rounds || O.mode == M_CONNRATE)
+            return;
+        set_phase(P_PAUSE);
+        r->timeouts = total(ST_INFLIGHT);
+        report_print(r);
     }
 }
 

@@ -22,7 +22,7 @@ struct options O = {
     .conns = 100, .inflight = 1, .threads = 1, .nsrc = 64, .max_pending = 256,
     .size = 20, .duration = 10, .warmup = 2, .connect_timeout = 60,
     .hs_timeout = 10, .drain_timeout = 3, .settle = 1, .mode = M_ECHO,
-    .poke = 1000,
+    .poke = 1000, .rounds = 1,
 };
 
 const char *mode_name(void)
@@ -73,6 +73,15 @@ static void usage(FILE *f)
 "      --poke N          idle mode: connections poked with one echo; -1 = all\n"
 "                        (default 1000)\n"
 "      --settle SEC      idle mode: wait before sampling RSS (default 1)\n"
+"      --greet           idle mode: each connection echoes one message as soon\n"
+"                        as it opens; connecting ends when all have (greet_ok)\n"
+"      --rounds N        echo mode: N measured windows over the same connections,\n"
+"                        quiet in between; a summary and RESULT (round=K) each\n"
+"      --signal          driven by SIGUSR1 (for scripts running many processes):\n"
+"                        prints 'READY open=N errors=E' on stdout once connecting\n"
+"                        (and --greet) ended; then in echo mode each round starts\n"
+"                        at a SIGUSR1, in idle mode the hold ends at one (-d is\n"
+"                        then its upper bound); at most 1 h is waited for one\n"
 "TLS (wss:// URLs; the server's certificate is NOT verified: this is a load\n"
 "generator for test certificates):\n"
 "      --sni NAME        server name sent (default: the URL's host)\n"
@@ -173,7 +182,8 @@ static void parse_url(const char *url)
 
 enum {
     OPT_SOURCES = 1000, OPT_MAXPEND, OPT_CTO, OPT_HSTO, OPT_DRAIN, OPT_POKE, OPT_SETTLE,
-    OPT_SNI, OPT_TLS12, OPT_TLS13, OPT_RESUME, OPT_DEFLATE, OPT_VARIED
+    OPT_SNI, OPT_TLS12, OPT_TLS13, OPT_RESUME, OPT_DEFLATE, OPT_VARIED, OPT_GREET,
+    OPT_ROUNDS, OPT_SIGNAL
 };
 
 /* The TLS options; 0 if o is not one of them. */
@@ -221,6 +231,9 @@ static int apply_option(int o, const char *arg)
     case OPT_DRAIN: O.drain_timeout = parse_num(arg, "drain time"); break;
     case OPT_POKE: O.poke = (long)parse_num(arg, "poke count"); break;
     case OPT_SETTLE: O.settle = parse_num(arg, "settle time"); break;
+    case OPT_GREET: O.greet = 1; break;
+    case OPT_ROUNDS: O.rounds = (int)parse_num(arg, "round count"); break;
+    case OPT_SIGNAL: O.signal = 1; break;
     case 'q': O.quiet = 1; break;
     case 'h': usage(stdout); return 0;
     default:
@@ -238,7 +251,8 @@ static int options_in_range(void)
              O.inflight < 1 || O.inflight > MAX_INFLIGHT || O.threads < 1 || O.threads > MAX_THREADS ||
              O.threads > O.conns || O.duration <= 0 || O.duration > 86400 || O.warmup < 0 ||
              O.warmup > 3600 || O.nsrc < 0 || O.nsrc > 250 * 250 || O.max_pending < 1 ||
-             O.connect_timeout <= 0 || O.hs_timeout <= 0 || O.drain_timeout < 0 || O.settle < 0);
+             O.connect_timeout <= 0 || O.hs_timeout <= 0 || O.drain_timeout < 0 || O.settle < 0 ||
+             O.rounds < 1 || O.rounds > 1000);
 }
 
 int options_parse(int argc, char **argv)
@@ -252,7 +266,8 @@ int options_parse(int argc, char **argv)
         {"drain", 1, 0, OPT_DRAIN}, {"poke", 1, 0, OPT_POKE}, {"settle", 1, 0, OPT_SETTLE},
         {"sni", 1, 0, OPT_SNI}, {"tls12", 0, 0, OPT_TLS12}, {"tls13", 0, 0, OPT_TLS13},
         {"tls-resume", 0, 0, OPT_RESUME}, {"deflate", 0, 0, OPT_DEFLATE},
-        {"varied", 0, 0, OPT_VARIED},
+        {"varied", 0, 0, OPT_VARIED}, {"greet", 0, 0, OPT_GREET}, {"rounds", 1, 0, OPT_ROUNDS},
+        {"signal", 0, 0, OPT_SIGNAL},
         {"quiet", 0, 0, 'q'}, {"help", 0, 0, 'h'}, {0, 0, 0, 0},
     };
     int o;
@@ -271,6 +286,10 @@ int options_parse(int argc, char **argv)
     }
     if (O.tls_ver < 0) {
         fprintf(stderr, "wsbench: --tls12 and --tls13 exclude each other\n");
+        return 2;
+    }
+    if ((O.greet && O.mode != M_IDLE) || (O.rounds > 1 && O.mode != M_ECHO)) {
+        fprintf(stderr, "wsbench: --greet is for idle mode, --rounds for echo mode\n");
         return 2;
     }
     int tls_opts = O.tls_resume || O.tls_ver || O.sni[0];

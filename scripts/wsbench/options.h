@@ -38,6 +38,9 @@ struct options {
     int tls, tls_resume, tls_ver; /* wss://; --tls-resume; 12/13 pinned, 0 = any */
     int deflate; /* --deflate: permessage-deflate, one compressible JSON text for all */
     int varied;  /* --varied: its records vary */
+    int greet;   /* --greet: idle connections echo once on opening */
+    int signal;  /* --signal: SIGUSR1 starts each round / ends the hold */
+    int rounds;  /* --rounds: echo windows over the same connections */
     char sni[256];
 };
 

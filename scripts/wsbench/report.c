@@ -3,6 +3,7 @@
 
 #include <inttypes.h>
 #include <stdio.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "options.h"
@@ -20,12 +21,15 @@ struct totals {
 static void compute(const struct run *r, struct totals *m)
 {
     static uint64_t hist[HBUCKETS]; /* static: ~30 kB */
+    /* Called once per --rounds window: each report starts from zero. */
+    memset(m, 0, sizeof *m);
+    memset(hist, 0, sizeof hist);
     threads_sum(m->s, hist, &m->hn);
     m->s[ST_E_TIMEOUT] += r->timeouts;
     for (int s = ST_E_CONNECT; s <= ST_E_TIMEOUT; s++)
         if (stat_is_error(s))
             m->errors += m->s[s];
-    m->secs = O.duration;
+    m->secs = r->win_secs > 0 ? r->win_secs : O.duration;
     m->cli_cpu = (r->c1.user + r->c1.sys) - (r->c0.user + r->c0.sys);
     m->cli_wall = m->secs;
     double tick = (double)sysconf(_SC_CLK_TCK);
@@ -171,6 +175,11 @@ static void result_tail(const struct run *r, const struct totals *m)
     printf(" close_ok=%" PRIu64 " close_noreply=%" PRIu64 " errors=%" PRIu64, s[ST_CLOSE_OK],
            s[ST_CLOSE_NOREPLY], m->errors);
     /* New keys go last, and only where they mean something. */
+    if (O.rounds > 1)
+        printf(" round=%d", r->round);
+    if (O.greet)
+        printf(" greet_ok=%" PRIu64, r->greeted);
+    printf(" pings=%" PRIu64, s[ST_PINGS]);
     if (O.tls)
         printf(" tls_fail=%" PRIu64 " resumed=%" PRIu64 " tls13=%" PRIu64 " tls12=%" PRIu64, s[ST_TLS_FAIL],
                s[ST_TLS_RESUMED], s[ST_TLS13], s[ST_TLS12]);

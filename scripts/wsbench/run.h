@@ -31,7 +31,8 @@
 
 #define RBUF_SIZE (256u << 10) /* per-thread read buffer */
 
-enum phase { P_CONNECT, P_RUN, P_POKE, P_DRAIN, P_CLOSE, P_EXIT };
+/* P_PAUSE: echo --rounds, between two windows: connections open, quiet. */
+enum phase { P_CONNECT, P_RUN, P_POKE, P_DRAIN, P_CLOSE, P_EXIT, P_PAUSE };
 
 /* C_TLS (wss: TLS handshake, between C_CONNECTING and C_HANDSHAKE) comes
  * last so that the numbers in log lines keep their meaning. */

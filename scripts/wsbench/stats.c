@@ -5,7 +5,7 @@ const char *const stat_names[ST_N] = {
     "settled", "err_connect", "err_handshake", "err_hs503", "err_mismatch",
     "err_reset", "err_eof", "err_close", "err_proto", "err_timeout",
     "poke_sent", "poke_ok", "close_ok", "close_noreply", "tls_fail", "resumed",
-    "tls13", "tls12",
+    "tls13", "tls12", "pings",
 };
 
 /* The midpoint halves the worst-case error against either bucket edge. */

@@ -25,6 +25,7 @@ enum counter {
     ST_CLOSE_OK, ST_CLOSE_NOREPLY,
     ST_TLS_FAIL, /* TLS handshake failures, also counted in ST_E_HS */
     ST_TLS_RESUMED, ST_TLS13, ST_TLS12, /* completed TLS handshakes */
+    ST_PINGS, /* pings from the server, each answered with a pong */
     ST_N
 };
 
