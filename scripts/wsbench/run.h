@@ -68,6 +68,7 @@ struct conn {
 
 struct thr {
     int id, ep;
+    int wake; /* eventfd: a new phase (threads_wake) */
     pthread_t tid;
     struct conn *conns;
     int nconns, next_connect, pending;

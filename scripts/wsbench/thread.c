@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -183,16 +184,22 @@ static void *thread_main(void *arg)
             on_phase(t, ph, now);
         }
         start_connects(t, ph, now);
-        /* How late a worker may notice a new phase: 10 ms, but 100 ms for
-         * an idle-mode worker done connecting, whose wake-ups would
-         * otherwise be the load a million idle connections put on the
-         * machine. */
+        /* A new phase wakes the worker (threads_wake); while connecting it
+         * also looks every 10 ms (timeouts, pacing), an idle-mode worker done
+         * connecting only every second: its wake-ups would otherwise be the
+         * load a million idle connections put on the machine. */
         int held = O.mode == M_IDLE && t->pending == 0 && t->next_connect >= t->nconns;
-        int n = epoll_wait(t->ep, evs, MAX_EVENTS, held ? 100 : 10);
+        int n = epoll_wait(t->ep, evs, MAX_EVENTS, held ? 1000 : 10);
         if (n < 0 && errno != EINTR)
             die("epoll_wait: %s", strerror(errno));
-        for (int i = 0; i < n; i++)
+        for (int i = 0; i < n; i++) {
+            if (evs[i].data.ptr == NULL) {
+                uint64_t v;
+                (void)!read(t->wake, &v, sizeof v);
+                continue;
+            }
             conn_on_event(evs[i].data.ptr, evs[i].events);
+        }
         now = now_ns();
         if (now - last_scan > SCAN_NS) {
             last_scan = now;
@@ -214,8 +221,10 @@ static void thread_init(struct thr *t, int i, uint64_t seed)
     atomic_store(&t->ack, -1);
     t->rng = seed + (uint64_t)i * 0x1234567ull;
     t->ep = epoll_create1(EPOLL_CLOEXEC);
-    if (t->ep < 0)
-        die("epoll_create1: %s", strerror(errno));
+    t->wake = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    struct epoll_event we = {.events = EPOLLIN, .data.ptr = NULL};
+    if (t->ep < 0 || t->wake < 0 || epoll_ctl(t->ep, EPOLL_CTL_ADD, t->wake, &we) < 0)
+        die("epoll/eventfd: %s", strerror(errno));
     t->nconns = O.conns / O.threads + (i < O.conns % O.threads);
     t->conns = calloc((size_t)t->nconns, sizeof *t->conns);
     t->rbuf = malloc(RBUF_SIZE);
@@ -265,10 +274,18 @@ void threads_sum(uint64_t s[ST_N], uint64_t *hist, uint64_t *hist_n)
     }
 }
 
+void threads_wake(void)
+{
+    uint64_t one = 1;
+    for (int i = 0; i < O.threads; i++)
+        (void)!write(thr[i].wake, &one, sizeof one);
+}
+
 void threads_free(void)
 {
     for (int i = 0; i < O.threads; i++) {
         close(thr[i].ep);
+        close(thr[i].wake);
         free(thr[i].conns);
         free(thr[i].rbuf);
         free(thr[i].pat);

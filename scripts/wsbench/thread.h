@@ -10,8 +10,10 @@
  *   threads_free()   releases what threads_init() took.
  *   total(s)     sum of counter s over workers as last published (as of
  *                each worker's last loop iteration); any thread may call it.
- *   threads_sum()    exact sums of counters and histograms; only after
- *                    threads_join().
+ *   threads_sum()    exact sums of counters and histograms; after
+ *                    threads_join(), or while the workers are paused.
+ *   threads_wake()   makes every worker look at g_phase now (an idle
+ *                    worker otherwise waits up to a second in epoll).
  */
 #ifndef WSBENCH_THREAD_H
 #define WSBENCH_THREAD_H
@@ -24,6 +26,7 @@ void threads_init(void);
 void threads_start(void);
 void threads_join(void);
 void threads_free(void);
+void threads_wake(void);
 uint64_t total(enum counter s);
 void threads_sum(uint64_t s[ST_N], uint64_t *hist, uint64_t *hist_n);
 
