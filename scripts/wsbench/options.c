@@ -99,7 +99,8 @@ static void usage(FILE *f)
 "  srv_rss_kb, rss_per_conn_b (idle), cli_cpu_pct, err_* counters, errors;\n"
 "  wss:// only, at the end: tls_fail (TLS handshake failures, also in\n"
 "  err_handshake), resumed (resumed TLS handshakes), tls13, tls12 (handshakes\n"
-"  per version).\n"
+"  per version). Then round (--rounds: the window reported), greet_ok\n"
+"  (--greet: echoed on opening), pings (from the server, each answered).\n"
 "Exit status: 0 run completed, 1 fatal error, 2 usage error.\n");
 }
 
