@@ -66,7 +66,7 @@ run: deps
 # The packaging tools too: t/test_package.py builds and checks the .deb.
 test:
 	@scripts/install-deps pkg
-	@$(MAKE) --no-print-directory build/wsechod build/wsechod-asan $(UNIT_BINS)
+	@$(MAKE) --no-print-directory build/wsechod build/wsechod-asan build/wsbench $(UNIT_BINS)
 	@for t in $(UNIT_BINS); do $$t > $$t.tap 2>&1 || { cat $$t.tap; echo "unit: $$t FAILED"; exit 1; }; \
 	  echo "unit: $$t: $$(grep -c '^ok' $$t.tap) ok"; done
 	WSECHOD_BIN=build/wsechod-asan $(PYTEST) -q t/
