@@ -49,14 +49,6 @@ static void on_event(struct ev_loop *loop, struct ev_io *io, uint32_t events);
 static void on_timer(struct ev_loop *loop, struct ev_queue *q, struct ev_timer *t);
 static void end_of_turn(struct ev_loop *loop, struct ev_hook *h);
 
-/* Pings and idle closes may go out up to 1/16 of their period late (at
- * most 1 s), so that an idle worker wakes once per batch of them: at a
- * million connections and 30 s pings, ~550 per wake-up instead of one. */
-static uint32_t keepalive_slack(uint64_t period_ms)
-{
-    return period_ms / 16 < 1000 ? (uint32_t)(period_ms / 16) : 1000;
-}
-
 void conn_env_init(struct conn_env *e, const struct config *cf, struct ev_loop *loop)
 {
     memset(e, 0, sizeof(*e));
@@ -67,8 +59,6 @@ void conn_env_init(struct conn_env *e, const struct config *cf, struct ev_loop *
     list_init(&e->dead_q);
     for (int q = CONN_Q_HANDSHAKE; q < CONN_Q_COUNT; q++)
         ev_queue_init(loop, &e->queues[q], on_timer);
-    e->queues[CONN_Q_PING].slack_ms = keepalive_slack(cf->ping_interval_ms);
-    e->queues[CONN_Q_IDLE].slack_ms = keepalive_slack(cf->idle_timeout_ms);
     ev_hook_add(loop, &e->end_of_turn, end_of_turn);
 }
 

@@ -79,7 +79,6 @@ void ev_queue_init(struct ev_loop *loop, struct ev_queue *q, ev_timer_cb *cb)
 {
     list_init(&q->timers);
     q->cb = cb;
-    q->slack_ms = 0;
     list_append(&loop->queues, &q->link);
 }
 
@@ -129,7 +128,7 @@ int ev_next_timeout(const struct ev_loop *loop)
     for (const struct list *it = loop->queues.next; it != &loop->queues; it = it->next) {
         const struct ev_queue *q = list_entry(it, struct ev_queue, link);
         if (!list_empty(&q->timers)) {
-            uint64_t qd = list_entry(q->timers.next, struct ev_timer, link)->deadline + q->slack_ms;
+            uint64_t qd = list_entry(q->timers.next, struct ev_timer, link)->deadline;
             d = qd < d ? qd : d;
         }
     }

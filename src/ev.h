@@ -45,15 +45,10 @@ struct ev_queue;
 /* t is stopped when its callback runs; the callback may start it again. */
 typedef void ev_timer_cb(struct ev_loop *loop, struct ev_queue *q, struct ev_timer *t);
 
-/* slack_ms: how late the loop may wake for the queue's head, so that
- * timers due soon after it expire in the same wake-up (0: on time). A
- * million keepalive timers of one worker then cost a wake-up per batch,
- * not one each; a loop awake anyway still expires them on time. */
 struct ev_queue {
     struct list timers;     /* by deadline, earliest first */
     struct list link;       /* loop->queues */
     ev_timer_cb *cb;
-    uint32_t slack_ms;
 };
 
 /* Deferred work: an ev_ready queue holds items (list nodes embedded in the
@@ -91,7 +86,7 @@ void ev_del(struct ev_loop *loop, struct ev_io *io);
  * callbacks of ready descriptors. Returns how many were ready, 0 on
  * timeout or EINTR. */
 int  ev_poll(struct ev_loop *loop, int timeout_ms);
-/* Registers q with the loop; its timers expire through cb; no slack. */
+/* Registers q with the loop; its timers expire through cb. */
 void ev_queue_init(struct ev_loop *loop, struct ev_queue *q, ev_timer_cb *cb);
 /* Unregisters q; its timers must be stopped first. */
 void ev_queue_del(struct ev_queue *q);
@@ -105,8 +100,7 @@ void ev_timer_start_sorted(struct ev_loop *loop, struct ev_queue *q, struct ev_t
                            uint64_t timeout_ms);
 void ev_timer_stop(struct ev_timer *t);
 int  ev_timer_active(const struct ev_timer *t);
-/* Milliseconds until the earliest deadline plus its queue's slack (at
- * most 60000), -1 if none. */
+/* Milliseconds until the earliest deadline (at most 60000), -1 if none. */
 int  ev_next_timeout(const struct ev_loop *loop);
 /* Runs the callback of every timer whose deadline has come, queue by queue
  * in registration order. */

@@ -99,16 +99,6 @@ int main(void)
     ev_expire(&loop);
     ok(nfired == 1 && ev_timer_active(&it[0].t) && ev_next_timeout(&loop) == 100,
        "a callback may start its timer again without looping");
-    requeue = NULL;
-    a.slack_ms = 40;
-    ev_timer_start(&loop, &a, &it[1].t, 110); /* 10 ms after it[0] */
-    ok(ev_next_timeout(&loop) == 140, "slack: the wake-up waits for the head plus slack...");
-    loop.now += 140;
-    nfired = 0;
-    ev_expire(&loop);
-    ok(nfired == 2 && order[0] == 0 && order[1] == 1, "...and expires both timers due by then");
-    a.slack_ms = 0;
-    ev_timer_start(&loop, &a, &it[0].t, 0);
     loop.now = 1000000;
     ok(ev_next_timeout(&loop) == 0, "an overdue timer: no wait");
     loop.now = 0;
