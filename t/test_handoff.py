@@ -264,3 +264,27 @@ def test_a_message_that_never_completes_is_drained_with_1012(server_factory):
     assert time.monotonic() - t0 >= 0.8
     assert fine.echo(b"handed over") == b"handed over"
     fine.close()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="privilege drop needs root")
+def test_unprivileged_workers_hand_over_more_descriptors_than_their_limit(server_factory):
+    """A user without CAP_SYS_RESOURCE may have no more descriptors in
+    flight over unix sockets than its RLIMIT_NOFILE (sendmsg fails with
+    ETOOMANYREFS): four workers handing 140 connections each to inboxes the
+    new workers have not read yet pass 200 at once. That is a full inbox to
+    retry, not a dead worker to give up on (which closed a third of them
+    with 1012)."""
+    srv = handoff_server(server_factory, workers=4, user="nobody", worker_rlimit_nofile=200,
+                         worker_connections=180, ping_interval=0, idle_timeout=0,
+                         shutdown_timeout="10s")
+    clients = [RawWS(srv.port) for _ in range(560)]
+    for i, c in enumerate(clients):
+        assert c.echo(b"%d" % i) == b"%d" % i
+    old = set(srv.workers())
+    reload_and_wait(srv, 2)
+    wait_until(lambda: not (set(srv.workers(include_draining=True)) & old), 20,
+               what="old workers gone")
+    for i, c in enumerate(clients):
+        assert c.echo(b"after %d" % i) == b"after %d" % i
+        c.close()
+    assert "inbox failed" not in srv.log_path.read_text()
