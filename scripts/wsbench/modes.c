@@ -27,16 +27,21 @@ static int g_slow; /* the main thread's waits: once a second */
 static uint64_t last_msgs, last_hs;
 static uint64_t t0_ns, last_prog_ns;
 
+static uint64_t errors_now(void)
+{
+    uint64_t errs = 0;
+    for (int s = ST_E_CONNECT; s <= ST_E_TIMEOUT; s++)
+        if (stat_is_error(s))
+            errs += total(s);
+    return errs;
+}
+
 static void progress(const char *phase)
 {
     uint64_t now = now_ns();
     double dt = (now - last_prog_ns) / 1e9;
     last_prog_ns = now;
-    uint64_t msgs = total(ST_MSGS), hs = total(ST_HS_OK);
-    uint64_t errs = 0;
-    for (int s = ST_E_CONNECT; s <= ST_E_TIMEOUT; s++)
-        if (stat_is_error(s))
-            errs += total(s);
+    uint64_t msgs = total(ST_MSGS), hs = total(ST_HS_OK), errs = errors_now();
     if (!O.quiet) {
         if (O.mode == M_CONNRATE)
             fprintf(stderr, "[%6.1fs] %-8s hs/s=%-9.0f errors=%" PRIu64 "\n", (now - t0_ns) / 1e9, phase,
@@ -174,10 +179,8 @@ static void connect_all(struct run *r)
         fprintf(stderr, "wsbench: %" PRIu64 "/%d connections open after %.2f s\n", r->connected, O.conns,
                 r->conn_secs);
     if (O.signal) {
-        uint64_t errs = 0;
-        for (int s = ST_E_CONNECT; s <= ST_E_TIMEOUT; s++)
-            errs += stat_is_error(s) ? total(s) : 0;
-        printf("READY open=%" PRIu64 " greeted=%" PRIu64 " errors=%" PRIu64 "\n", r->connected, r->greeted, errs);
+        printf("READY open=%" PRIu64 " greeted=%" PRIu64 " errors=%" PRIu64 "\n", r->connected, r->greeted,
+               errors_now());
         fflush(stdout);
     }
 }
